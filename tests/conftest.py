@@ -1,0 +1,68 @@
+"""Tiny CLIP models, built here, saved as state dicts and loaded through the real ``clip.load(path)``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fpp_init._clip import import_clip
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "classnames"
+DTD_FALLBACK = ["banded", "blotchy", "braided", "bubbly", "bumpy", "chequered", "cobwebbed", "cracked"]
+
+
+def build_tiny_clip(width: int = 128, layers: int = 2, seed: int = 0, context_length: int = 77) -> torch.nn.Module:
+    clip = import_clip()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = clip.model.CLIP(
+            embed_dim=64,
+            image_resolution=32,
+            vision_layers=1,
+            vision_width=64,
+            vision_patch_size=16,
+            context_length=context_length,
+            vocab_size=49408,  # the real tokenizer's vocabulary
+            transformer_width=width,
+            transformer_heads=width // 64,
+            transformer_layers=layers,
+        )
+        # CLIP's init leaves some tensors tiny; give the text tower realistic spread
+        with torch.no_grad():
+            model.positional_embedding.normal_(0, 0.02)
+    return model.eval()
+
+
+def save_and_load(model: torch.nn.Module, path: Path) -> torch.nn.Module:
+    clip = import_clip()
+    torch.save(model.state_dict(), path)
+    loaded, _ = clip.load(str(path), device="cpu", jit=False)
+    return loaded.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("clip") / "tiny128.pt"
+    torch.save(build_tiny_clip(128).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tiny_ckpt: Path) -> torch.nn.Module:
+    clip = import_clip()
+    model, _ = clip.load(str(tiny_ckpt), device="cpu", jit=False)
+    return model.eval()
+
+
+def classnames(name: str, limit: int | None = None) -> list[str]:
+    path = SHARED / f"{name}.json"
+    names = json.loads(path.read_text()) if path.exists() else DTD_FALLBACK
+    return names[:limit] if limit else names
+
+
+@pytest.fixture(scope="session")
+def dtd_names() -> list[str]:
+    return classnames("dtd", 8)
