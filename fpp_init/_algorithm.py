@@ -6,8 +6,9 @@ Random draws, all from one private CPU ``torch.Generator`` seeded with
 1. class-agnostic variant only: the random class tokens, ``randn(C, 2, D)``
    scaled by the embedding std and shifted by its mean;
 2. ``init="random"`` only: the start, ``randn(n_ctx, D) * init_std``;
-3. at each step: ``randn(K, L, D)``, position ``1..n_ctx`` scaled by
-   ``ctx_noise`` and every other position by ``cls_noise``.
+3. at each step: ``randn(K, L, D)``, the ctx positions (``1..n_ctx`` after SOS;
+   ``P..P+n_ctx-1`` after a ``P``-token prefix) scaled by ``ctx_noise`` and every
+   other position by ``cls_noise``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ class EmbeddedPrompts:
     """Token embeddings of ``C`` prompts ``[SOS] ctx_1..ctx_n [CLASS] . [EOS]``, minus the ctx.
 
     Attributes:
-        prefix: ``[C, 1, D]`` embeddings before the ctx (SOS).
+        prefix: ``[C, P, D]`` embeddings before the ctx (SOS, plus any fixed leading
+            template words; the ctx starts at position ``P``, usually 1).
         suffix: ``[C, S, D]`` embeddings after the ctx (class, ``.``, EOS, padding).
         eot: ``[C]`` absolute EOS positions.
     """
@@ -62,11 +64,16 @@ class FPPResult:
         return {k: v[-1] for k, v in self.history.items() if v}
 
 
-def draw_noise(generator: torch.Generator, config: FPPConfig, n_ctx: int, length: int, width: int) -> torch.Tensor:
-    """One step's noise ``[K, L, D]`` (shared by all classes of a copy), as the spec draws it."""
+def draw_noise(
+    generator: torch.Generator, config: FPPConfig, n_ctx: int, length: int, width: int, start: int = 1
+) -> torch.Tensor:
+    """One step's noise ``[K, L, D]`` (shared by all classes of a copy), as the spec draws it.
+
+    The ctx occupies positions ``start .. start + n_ctx - 1`` (``start`` = prefix length, 1 = SOS only).
+    """
     noise = torch.randn(config.num_noise, length, width, generator=generator)
     scale = torch.full((length, 1), float(config.cls_noise))
-    scale[1 : 1 + n_ctx] = float(config.ctx_noise)
+    scale[start : start + n_ctx] = float(config.ctx_noise)
     return noise * scale
 
 
@@ -96,15 +103,15 @@ class _Encoder:
     def clean(self, ctx: torch.Tensor, idx: slice) -> torch.Tensor:
         p = self.prompts
         if self.share:
-            head = torch.cat([p.prefix[:1, 0], ctx.to(p.prefix.dtype)], dim=0)[None]
+            head = torch.cat([p.prefix[0], ctx.to(p.prefix.dtype)], dim=0)[None]
             return self.tower.encode_shared_prefix(head, p.suffix[None, idx], p.eot[idx])[0]
         return self.tower.encode(p.assemble(ctx, idx), p.eot[idx])
 
     def noisy(self, ctx: torch.Tensor, noise: torch.Tensor, idx: slice) -> torch.Tensor:
         p = self.prompts
-        k, n_pre = noise.shape[0], 1 + ctx.shape[0]
+        k, n_pre = noise.shape[0], p.prefix.shape[1] + ctx.shape[0]
         if self.share:
-            head = torch.cat([p.prefix[:1, 0], ctx.to(p.prefix.dtype)], dim=0)[None] + noise[:, :n_pre]
+            head = torch.cat([p.prefix[0], ctx.to(p.prefix.dtype)], dim=0)[None] + noise[:, :n_pre]
             rest = p.suffix[None, idx] + noise[:, None, n_pre:]
             return self.tower.encode_shared_prefix(head, rest, p.eot[idx])
         full = p.assemble(ctx, idx)[None] + noise[:, None]
@@ -150,9 +157,10 @@ def optimize_flat_prompt(
         mean, std = random_class_tokens
         suffix[:, :2] = torch.randn(c, 2, width, generator=gen) * std + mean
     n_used = int(prompts.eot.max()) + 1  # positions after the last EOS never matter
+    n_pre = prompts.prefix.shape[1]  # the ctx starts here (1: SOS only)
     prompts = EmbeddedPrompts(
         prefix=prompts.prefix.detach().float().to(device),
-        suffix=suffix[:, : n_used - 1 - n_ctx].to(device),
+        suffix=suffix[:, : n_used - n_pre - n_ctx].to(device),
         eot=prompts.eot.to(device),
     )
 
@@ -176,22 +184,27 @@ def optimize_flat_prompt(
     opt = torch.optim.AdamW([ctx], lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(config.steps, 1), eta_min=config.min_lr)
     lam = config.resolved_flat_weight(c)
-    k = config.num_noise
+    noiseless = config.ctx_noise == 0 and config.cls_noise == 0
 
     records: list[torch.Tensor] = []
     bar = tqdm(range(config.steps), desc="FPP", disable=not progress, leave=False, dynamic_ncols=True)
     every = max(1, config.steps // 100)
     for step in bar:
-        noise = draw_noise(gen, config, n_ctx, length, width)[:, :n_used].to(device)
+        noise = draw_noise(gen, config, n_ctx, length, width, n_pre)[:, :n_used].to(device)
         opt.zero_grad(set_to_none=True)
         totals = torch.zeros(3, device=device)
         for idx in chunks:
-            with torch.no_grad(), amp:
-                noisy = _normalize(enc.noisy(ctx, noise, idx))
             with amp:
                 clean = _normalize(enc.clean(ctx, idx))
+            if noiseless:  # F~ = F exactly; recomputing would only add rounding noise
+                noisy = clean.detach()[None]
+            else:
+                with torch.no_grad(), amp:
+                    noisy = _normalize(enc.noisy(ctx, noise, idx))
             align = ((clean - target[idx]) ** 2).sum() / c
-            cos = (clean[None] * noisy).sum(-1).sum() / (k * c)
+            # mean cos(F, F~) written as 1 - |F - F~|^2 / 2 (equal for unit vectors): its gradient
+            # vanishes exactly where F~ = F, and it avoids cancellation for cosines near 1
+            cos = 1 - 0.5 * ((clean[None] - noisy) ** 2).sum(-1).mean(0).sum() / c
             (align - lam * cos).backward()
             totals += torch.stack([align.detach(), -lam * cos.detach(), cos.detach()])
         opt.step()

@@ -10,6 +10,9 @@ import torch
 
 from fpp_init._clip import import_clip
 
+# Tiny models: one thread is fastest, and avoids OpenMP spin-waits on a busy 2-core machine.
+torch.set_num_threads(1)
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "classnames"
 DTD_FALLBACK = ["banded", "blotchy", "braided", "bubbly", "bumpy", "chequered", "cobwebbed", "cracked"]
 

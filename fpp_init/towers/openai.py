@@ -69,6 +69,14 @@ def is_openai_text_transformer(transformer: nn.Module, context_length: int) -> b
     return True
 
 
+def _layer_norm(ln: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """CLIP's LayerNorm (computed in fp32, cast back), also for fp16 weights on CPU."""
+    if isinstance(ln, nn.LayerNorm) and ln.weight is not None and ln.bias is not None:
+        w, b = ln.weight.float(), ln.bias.float()
+        return F.layer_norm(x.float(), ln.normalized_shape, w, b, ln.eps).to(x.dtype)
+    return ln(x)
+
+
 def _attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, causal: bool
 ) -> torch.Tensor:
@@ -135,15 +143,15 @@ class CLIPTextTower:
 
     def _qkv(self, blk: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         attn = blk.attn
-        qkv = F.linear(blk.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
+        qkv = F.linear(_layer_norm(blk.ln_1, x), attn.in_proj_weight, attn.in_proj_bias)
         return tuple(self._split_heads(t) for t in qkv.chunk(3, dim=-1))
 
     def _finish(self, blk: nn.Module, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
         x = x + F.linear(self._merge_heads(o), blk.attn.out_proj.weight, blk.attn.out_proj.bias)
-        return x + blk.mlp(blk.ln_2(x))
+        return x + blk.mlp(_layer_norm(blk.ln_2, x))
 
     def _project(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        x = self.ln_final(x).type(self.dtype)
+        x = _layer_norm(self.ln_final, x).type(self.dtype)
         return x[torch.arange(x.shape[0], device=x.device), index] @ self.text_projection
 
     # -- public -------------------------------------------------------------------------
