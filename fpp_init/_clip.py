@@ -96,8 +96,7 @@ def load_clip_model(name_or_path: str | os.PathLike[str], device: str | torch.de
     name = os.fspath(name_or_path)
     known = list(clip.available_models())
     if name not in known and not os.path.exists(name):
-        looks_like_path = os.sep in name or name.endswith((".pt", ".pth", ".bin", ".ckpt"))
-        if looks_like_path:
+        if name.endswith((".pt", ".pth", ".bin", ".ckpt")) or name.startswith((".", "/", "~")):
             raise ModelLoadError(f"CLIP checkpoint not found: {name!r}; check the path")
         raise ModelLoadError(f"unknown CLIP model {name!r}; use one of {known} or the path of a checkpoint file")
     if os.path.isdir(name):

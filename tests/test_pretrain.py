@@ -43,7 +43,7 @@ def test_step0_losses_match_direct_computation(tiny_clip, share_prefix):
     cfg = FPPConfig(steps=1, seed=7, share_prefix=share_prefix)
     prompt = fpp_init.pretrain_flat_prompt(tiny_clip, NAMES, config=cfg, progress=False)
 
-    tokens, emb, eot = _embed(tiny_clip, NAMES)
+    _, emb, eot = _embed(tiny_clip, NAMES)
     n_ctx = 4
     gen = torch.Generator().manual_seed(7)
     start = torch.randn(n_ctx, emb.shape[-1], generator=gen) * cfg.init_std
