@@ -108,7 +108,7 @@ def test_init_ctx_must_match_n_ctx(tiny_clip):
 
 
 def test_unknown_model_name():
-    with pytest.raises(ModelLoadError, match="unknown CLIP model 'ViT-X/99'; use one of .*ViT-B/16"):
+    with pytest.raises(ModelLoadError, match=r"unknown CLIP model 'ViT-X/99'; use one of .*ViT-B/16"):
         run("ViT-X/99")
 
 
@@ -120,7 +120,7 @@ def test_missing_checkpoint(tmp_path):
 def test_unreadable_checkpoint(tmp_path):
     bad = tmp_path / "garbage.pt"
     bad.write_bytes(b"this is not a checkpoint" * 10)
-    with pytest.raises(ModelLoadError, match="could not read CLIP checkpoint .*garbage.pt"):
+    with pytest.raises(ModelLoadError, match=r"could not read CLIP checkpoint .*garbage.pt"):
         run(str(bad))
     wrong = tmp_path / "wrong.pt"
     torch.save({"weight": torch.zeros(3)}, wrong)
