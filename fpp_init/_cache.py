@@ -1,4 +1,13 @@
-"""Local cache of pretrained prompts, keyed by everything that determines the result."""
+"""Local cache of pretrained prompts, keyed by everything that determines the result.
+
+One ``<key>.safetensors`` file per entry in :func:`default_cache_dir`. The key hashes
+the text-tower fingerprint, class names, class count, template, alignment target,
+explicit start, the result-relevant config fields and the fpp-init version (a new
+release may compute differently). Entries are ordinary prompt files, written
+atomically (unique temp file + rename), so concurrent writers of one key never leave
+a partial file and readers see either no entry or a whole one. Deleting the folder
+is always safe.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +20,7 @@ from pathlib import Path
 import torch
 
 from . import constants as C
+from ._version import __version__
 from .config import FPPConfig
 from .errors import FPPError
 from .prompt import FPPPrompt
@@ -46,6 +56,7 @@ def cache_key(
     """Hash of the text tower, class set, alignment target, start and result-relevant config."""
     payload = {
         "format": C.FORMAT_VERSION,
+        "fpp_init": __version__,
         "fingerprint": fingerprint,
         "classnames": classnames,
         "num_classes": num_classes,
@@ -57,23 +68,32 @@ def cache_key(
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def lookup(cache_dir: Path, key: str) -> FPPPrompt | None:
-    path = cache_dir / f"{key}.safetensors"
+def entry_path(cache_dir: Path, key: str) -> Path:
+    return Path(cache_dir) / f"{key}.safetensors"
+
+
+def lookup(
+    cache_dir: Path, key: str, *, fingerprint: str | None = None, n_ctx: int | None = None, width: int | None = None
+) -> FPPPrompt | None:
+    """The cached prompt for ``key``, or ``None``; unreadable or inconsistent entries are misses."""
+    path = entry_path(cache_dir, key)
     if not path.is_file():
         return None
-    from ._load import load_local
+    from ._load import check_prompt, load_local
 
     try:
-        return load_local(path)
-    except FPPError as exc:  # a damaged entry is a miss, and gets rewritten
-        logger.warning("ignoring unreadable cache entry %s: %s", path, exc)
+        prompt = load_local(path)
+        check_prompt(prompt, n_ctx=n_ctx, width=width, fingerprint=fingerprint, where=f"cache entry {path}")
+    except FPPError as exc:  # a damaged or foreign entry is a miss, and gets rewritten
+        logger.warning("ignoring unusable FPP cache entry %s: %s", path, exc)
         return None
+    return prompt
 
 
 def store(cache_dir: Path, key: str, prompt: FPPPrompt) -> Path | None:
     """Write atomically; concurrent writers of one key write the same bytes, the last rename wins."""
     try:
-        return prompt.save(cache_dir / f"{key}.safetensors")
+        return prompt.save(entry_path(cache_dir, key))
     except OSError as exc:
         logger.warning("could not write FPP cache entry in %s: %s", cache_dir, exc)
         return None

@@ -1,0 +1,126 @@
+"""CoOp-format export and the Hub upload folder with its model card."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from test_hub import make_prompt
+
+import fpp_init
+from fpp_init import ConfigError, FPPPrompt
+from fpp_init.export import build_hub_folder, export_coop
+
+
+def test_coop_export_loads_with_weights_only(tmp_path: Path) -> None:
+    prompt = make_prompt()
+    out = export_coop(prompt, tmp_path / "fpp_coop.pth")
+    safe = torch.load(out, weights_only=True)
+    assert set(safe) == {"state_dict", "epoch"} and set(safe["state_dict"]) == {"ctx"}
+    ctx = safe["state_dict"]["ctx"]
+    assert ctx.shape == (4, 128) and ctx.dtype == torch.float32 and ctx.device.type == "cpu"
+    assert torch.equal(ctx, prompt.ctx)
+    assert safe["epoch"] == 7  # the FPP step count
+    # exactly what TPT's --load does (no map_location, no weights_only)
+    pretrained_ctx = torch.load(str(out), weights_only=False)["state_dict"]["ctx"]
+    assert pretrained_ctx.size()[0] == 4 and torch.equal(pretrained_ctx, prompt.ctx)
+    # and fpp-init reads it back when told the pickle is trusted
+    assert torch.equal(fpp_init.load_fpp_prompt(out, allow_pickle=True).ctx, prompt.ctx)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fpp_coop.pth"]  # no temp file left
+
+
+def test_coop_export_options(tmp_path: Path) -> None:
+    big = torch.randn(1000, 128, generator=torch.Generator().manual_seed(0))
+    view = FPPPrompt(ctx=big[:4].half(), template=None)  # a view of a large fp16 storage, no config
+    out = export_coop(view, tmp_path / "v.pth", epoch=3)
+    loaded = torch.load(out, weights_only=True)
+    assert loaded["epoch"] == 3 and loaded["state_dict"]["ctx"].dtype == torch.float32
+    assert out.stat().st_size < 20_000  # only the 4 rows are stored
+    assert export_coop(view, tmp_path / "w.pth").exists() and torch.load(tmp_path / "w.pth")["epoch"] == 0
+    # from a file path, replacing an existing file
+    src = make_prompt(seed=1).save(tmp_path / "p.safetensors")
+    export_coop(src, out)
+    assert torch.equal(torch.load(out, weights_only=True)["state_dict"]["ctx"], make_prompt(seed=1).ctx)
+    with pytest.raises(ConfigError, match="epoch must be an int"):
+        export_coop(view, tmp_path / "x.pth", epoch=1.5)  # type: ignore[arg-type]
+    assert not (tmp_path / "x.pth").exists()
+
+
+def test_hub_folder_and_model_card(tmp_path: Path) -> None:
+    names = ["banded", "blotchy", "braided"]
+    agnostic = make_prompt()
+    specific = make_prompt(seed=1, classnames=names, class_agnostic=False, num_classes=3)
+    folder = tmp_path / "hub"
+    written = build_hub_folder([agnostic, specific], folder, repo_id="someone/fpp-prompts", license="mit")
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == sorted(p.name for p in written)
+    assert "README.md" in files and "fpp_vit-b-16_agnostic_seed0.safetensors" in files
+    prompt_files = [f for f in files if f.endswith(".safetensors")]
+    assert len(prompt_files) == 2
+    for name, original in (("fpp_vit-b-16_agnostic_seed0.safetensors", agnostic),):
+        got = fpp_init.load_fpp_prompt(folder / name)
+        assert torch.equal(got.ctx, original.ctx) and got.config == original.config
+
+    card = ModelCard.load(folder / "README.md")
+    data = card.data.to_dict()
+    assert data["library_name"] == "fpp-init"
+    assert "fpp-init" in data["tags"] and "clip" in data["tags"]
+    assert data["base_model"] == "openai/clip-vit-base-patch16"
+    assert data["license"] == "mit"
+    records = {r["file"]: r for r in data["fpp_init"]["files"]}
+    assert set(records) == set(prompt_files)
+    rec = records["fpp_vit-b-16_agnostic_seed0.safetensors"]
+    assert rec["config"] == agnostic.config and rec["final_losses"] == agnostic.final_losses
+    assert rec["fingerprint"] == agnostic.fingerprint and rec["n_ctx"] == 4 and rec["width"] == 128
+    (spec_name,) = [f for f in prompt_files if "3cls" in f]
+    assert records[spec_name]["classnames"] == names
+    text = card.text
+    assert 'load_fpp_prompt("hf://someone/fpp-prompts/' in text
+    assert "--coop fpp_coop.pth" in text and "fpp-init " + fpp_init.__version__ in text
+    assert "No accuracy or calibration figures are claimed" in text
+    # honest: no numbers that look like accuracy / ECE claims
+    assert "ECE" not in card.content and not re.search(r"\d\s*%", card.content)
+
+
+def test_hub_folder_names_and_provenance(tmp_path: Path) -> None:
+    bare = FPPPrompt(ctx=torch.ones(2, 16), template=None)
+    folder = tmp_path / "hub"
+    build_hub_folder(bare, folder, filenames=["coop_converted.safetensors"])
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "coop_converted.safetensors"]
+    card = ModelCard.load(folder / "README.md")
+    assert "base_model" not in card.data.to_dict()
+    assert "No FPP configuration is recorded for `coop_converted.safetensors`" in card.text
+    assert "hf://OWNER/REPO/coop_converted.safetensors" in card.text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"prompts": []}, "no prompts"),
+        ({"prompts": [make_prompt(), make_prompt()]}, "two prompts would be written"),
+        ({"filenames": ["a.safetensors", "b.safetensors"]}, "one name per prompt"),
+        ({"filenames": ["a.pt"]}, "must be a plain name ending in .safetensors"),
+        ({"filenames": ["sub/a.safetensors"]}, "must be a plain name"),
+    ],
+)
+def test_hub_folder_errors_write_nothing(tmp_path: Path, kwargs: dict[str, object], match: str) -> None:
+    folder = tmp_path / "hub"
+    args = {"prompts": [make_prompt()], **kwargs}
+    with pytest.raises(ConfigError, match=match):
+        build_hub_folder(args.pop("prompts"), folder, **args)  # type: ignore[arg-type]
+    assert not folder.exists()
+
+
+def test_hub_folder_refuses_non_empty_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "hub"
+    folder.mkdir()
+    keep = folder / "mine.txt"
+    keep.write_text("keep me")
+    with pytest.raises(ConfigError, match=r"not empty.*overwrite=True"):
+        build_hub_folder(make_prompt(), folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["mine.txt"]
+    build_hub_folder(make_prompt(), folder, overwrite=True)
+    assert keep.read_text() == "keep me" and (folder / "README.md").exists()
