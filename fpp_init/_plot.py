@@ -1,0 +1,157 @@
+"""Figures (matplotlib, imported lazily: ``pip install "fpp-init[plot]"``).
+
+Every function returns the ``matplotlib.figure.Figure`` and, given ``path``,
+writes it as a PNG atomically. Figures are built with the object API
+(``Figure`` + Agg canvas), never ``pyplot``, so no global figure state and no GUI.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ._utils import atomic_write_bytes
+from .errors import PlotDependencyError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+    from ._sharpness import SharpnessResult
+    from .metrics import ReliabilityBins
+
+__all__ = ["require_matplotlib", "plot_reliability", "plot_sharpness", "save_png"]
+
+INSTALL_HINT = 'pip install "fpp-init[plot]"'
+
+
+def require_matplotlib() -> Any:
+    """The ``matplotlib`` module, or :class:`PlotDependencyError` with the install command."""
+    try:
+        import matplotlib
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+        from matplotlib.figure import Figure  # noqa: F401
+    except ImportError as exc:
+        raise PlotDependencyError(
+            f"plotting needs matplotlib, which is not installed ({exc}); install it with: {INSTALL_HINT}"
+        ) from exc
+    return matplotlib
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_png(fig: Figure, path: str | os.PathLike[str], dpi: int = 100) -> None:
+    """Write ``fig`` as a PNG to ``path`` atomically (a 256-colour palette PNG: plots have few colours)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
+    from PIL import Image  # a dependency of matplotlib
+
+    small = io.BytesIO()
+    Image.open(buf).convert("RGB").quantize(colors=256).save(small, format="PNG", optimize=True)
+    atomic_write_bytes(path, small.getvalue())
+
+
+def plot_reliability(bins: ReliabilityBins, *, title: str | None = None, path: str | None = None) -> Figure:
+    """Reliability diagram of :func:`fpp_init.metrics.reliability_bins` output: 2 axes."""
+    fig = _new_figure(5.0, 5.5)
+    ax, hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    lower = bins.lower.tolist()
+    width = (bins.upper - bins.lower).tolist()
+    full = bins.count > 0
+    acc_t = bins.accuracy.nan_to_num(0.0)
+    conf_t = bins.confidence.nan_to_num(0.0)
+    ece_pct = 100.0 * float((bins.count.double() * (acc_t - conf_t).abs()).sum() / max(bins.total, 1))
+    acc = acc_t.tolist()
+    ax.bar(lower, acc, width=width, align="edge", color="tab:blue", edgecolor="black", label="accuracy")
+    gap_bottom = torch.minimum(acc_t, conf_t).where(full, torch.zeros(())).tolist()
+    gap = (acc_t - conf_t).abs().tolist()
+    ax.bar(lower, gap, bottom=gap_bottom, width=width, align="edge", color="tab:red", alpha=0.4, label="gap")
+    ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title(title or "Reliability diagram")
+    ax.legend(loc="upper left", title=f"ECE {ece_pct:.2f}")
+    hist.bar(lower, bins.count.tolist(), width=width, align="edge", color="gray", edgecolor="black")
+    hist.set_xlabel("confidence")
+    hist.set_ylabel("samples")
+    if path is not None:
+        save_png(fig, path)
+    return fig
+
+
+def plot_sharpness(
+    results: Sequence[SharpnessResult],
+    *,
+    title: str | None = None,
+    path: str | os.PathLike[str] | None = None,
+    dpi: int = 100,
+) -> Figure:
+    """Sharpness figure of one or more prompts.
+
+    Panels: (1) mean cosine drop vs noise scale, one curve per prompt; (2) the 1-D
+    landscape slice (feature drift along a random filter-normalised direction), if the
+    results carry one; then (3..) one 2-D slice contour per prompt that carries one.
+    """
+    if not results:
+        raise ValueError("no sharpness results to plot")
+    with_2d = [r for r in results if r.landscape is not None and r.landscape.grid2d is not None]
+    with_1d = [r for r in results if r.landscape is not None]
+    top = 2 if with_1d else 1
+    cols = max(top, len(with_2d))
+    rows = 2 if with_2d else 1
+    fig = _new_figure(4.0 * cols, 3.6 * rows)
+    gs = fig.add_gridspec(rows, cols * top)
+    span_top = cols * top // top
+    ax_drop = fig.add_subplot(gs[0, 0:span_top])
+    for r in results:
+        ax_drop.plot(r.factors, r.cos_drop, marker="o", label=r.label)
+    ax_drop.set_xlabel("noise scale (× FPP ctx/cls noise)")
+    ax_drop.set_ylabel("mean cosine drop  1 − cos")
+    ax_drop.set_title("Cosine drop under embedding noise")
+    ax_drop.legend(fontsize="small")
+    ax_drop.grid(alpha=0.3)
+    if with_1d:
+        ax_1d = fig.add_subplot(gs[0, span_top : 2 * span_top])
+        for r in with_1d:
+            land = r.landscape
+            assert land is not None
+            ax_1d.plot(land.alphas, land.line, label=r.label)
+        ax_1d.set_xlabel(f"step along a random direction ({with_1d[0].landscape.norm} norm)")  # type: ignore[union-attr]
+        ax_1d.set_ylabel("feature drift  1 − cos")
+        ax_1d.set_title("1-D landscape slice")
+        ax_1d.legend(fontsize="small")
+        ax_1d.grid(alpha=0.3)
+    if with_2d:
+        vmax = max(float(r.landscape.grid2d.max()) for r in with_2d)  # type: ignore[union-attr]
+        levels = [vmax * i / 12 for i in range(13)] if vmax > 0 else 12
+        for j, r in enumerate(with_2d):
+            land = r.landscape
+            assert land is not None and land.grid2d is not None
+            ax = fig.add_subplot(gs[1, j * top : (j + 1) * top])
+            a = land.alphas2d
+            cs = ax.contourf(a, a, land.grid2d.T.numpy(), levels=levels, cmap="viridis")
+            ax.contour(a, a, land.grid2d.T.numpy(), levels=levels, colors="white", linewidths=0.4)
+            ax.plot([0], [0], "r+", markersize=10)
+            ax.set_title(f"2-D slice: {r.label}", fontsize="medium")
+            ax.set_xlabel("direction 1")
+            ax.set_ylabel("direction 2")
+            ax.set_aspect("equal")
+            if j == len(with_2d) - 1:
+                fig.colorbar(cs, ax=ax, label="feature drift", shrink=0.85)
+    if title:
+        fig.suptitle(title)
+    if path is not None:
+        save_png(fig, path, dpi=dpi)
+    return fig

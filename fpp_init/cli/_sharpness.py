@@ -1,0 +1,145 @@
+"""``fpp-init sharpness``: compare the flatness of prompts (templates vs FPP files), optionally plot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from .. import constants as C
+from ._common import read_classnames
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "sharpness",
+        help="compare the flatness of prompts (cosine drop under embedding noise) as a table or a plot",
+        description=(
+            "Data-free flatness of each PROMPT on a CLIP text tower: the mean cosine drop between clean "
+            "and noisy class features at several noise scales (what FPP optimises) and the alignment "
+            "distance to the reference template. PROMPT is a prompt file (.safetensors) or a "
+            "hand-written template in quotes."
+        ),
+    )
+    p.add_argument("prompts", nargs="+", metavar="PROMPT", help="a .safetensors prompt file or a template text")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--arch", default=None, help=f"CLIP model name, downloaded by clip (default {C.DEFAULT_ARCH})")
+    src.add_argument("--weights", metavar="PATH", help="local CLIP checkpoint (OpenAI .pt or a state_dict)")
+    p.add_argument(
+        "--classnames", metavar="FILE", help="class names (one per line or JSON); default: those of the prompt files"
+    )
+    p.add_argument(
+        "--reference",
+        default=None,
+        help=f"template the alignment is measured to (default: each file's template, else {C.DEFAULT_TEMPLATE!r})",
+    )
+    p.add_argument(
+        "--factors",
+        default="0,0.5,1,2,4",
+        help="noise scales as multiples of FPP's ctx/cls noise, comma-separated (default 0,0.5,1,2,4)",
+    )
+    p.add_argument("--draws", type=int, default=8, help="noise copies per scale (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise and directions (default 0)")
+    p.add_argument("--plot", metavar="PNG", help="write a figure: cosine drop vs scale, 1-D and 2-D landscape slices")
+    p.add_argument("--dpi", type=int, default=100, help="figure resolution (default 100)")
+    p.add_argument("--title", default=None, help="figure title (e.g. 'tiny CLIP, 8 DTD classes')")
+    p.add_argument("--span", type=float, default=1.0, help="landscape half-width in direction units (default 1)")
+    p.add_argument("--points", type=int, default=21, help="points of the 1-D slice (default 21)")
+    p.add_argument("--points2d", type=int, default=11, help="points per axis of the 2-D slice, 0 for none (default 11)")
+    p.add_argument(
+        "--direction-norm",
+        choices=["filter", "noise"],
+        default="filter",
+        help="landscape directions: row norms of the ctx (filter, default) or FPP's ctx noise size (noise)",
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def _factors(text: str) -> list[float]:
+    from ..errors import ConfigError
+
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"--factors must be comma-separated numbers, got {text!r}") from exc
+
+
+def _is_file(prompt: str) -> bool:
+    return prompt.endswith((".safetensors", ".pt", ".pth")) or os.path.isfile(prompt)
+
+
+def format_table(results: list[Any]) -> str:
+    """Plain-text table: one row per prompt, cosine drop per noise scale and alignment."""
+    factors = results[0].factors
+    head = ["prompt", "n_ctx", "align", *[f"drop@{f:g}x" for f in factors]]
+    rows = [[r.label, str(r.n_ctx), f"{r.align:.4f}", *[f"{d:.4f}" for d in r.cos_drop]] for r in results]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths, strict=True)))]
+    for row in rows:
+        lines.append(
+            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .._load import load_fpp_prompt
+    from .._pretrain import _resolve_model
+    from .._sharpness import sharpness
+    from ..errors import ClassNameError
+
+    if args.plot:
+        from .._plot import require_matplotlib
+
+        require_matplotlib()  # fail before the work, with the install hint
+    factors = _factors(args.factors)
+    names = read_classnames(args.classnames) if args.classnames else None
+    items: list[tuple[str, Any]] = []
+    for text in args.prompts:
+        if _is_file(text):
+            items.append((os.path.basename(text).rsplit(".", 1)[0], load_fpp_prompt(text)))
+        else:
+            items.append((f'"{text}"', text))
+    if names is None:
+        for _, item in items:
+            if not isinstance(item, str) and item.classnames:
+                names = item.classnames
+                break
+        if names is None:
+            raise ClassNameError("pass --classnames FILE (no prompt file carries class names)")
+    model, _, _ = _resolve_model(args.weights or args.arch or C.DEFAULT_ARCH, args.device)
+    results = [
+        sharpness(
+            model,
+            item,
+            names,
+            reference=args.reference,
+            label=label,
+            factors=factors,
+            draws=args.draws,
+            seed=args.seed,
+            landscape=bool(args.plot),
+            span=args.span,
+            points=args.points,
+            points2d=args.points2d,
+            direction_norm=args.direction_norm,
+        )
+        for label, item in items
+    ]
+    if args.json:
+        out = [r.to_dict() for r in results]
+        for r in out:
+            r.pop("landscape", None)
+        print(json.dumps(out), file=sys.stdout)
+    else:
+        print(format_table(results), file=sys.stdout)
+    if args.plot:
+        from .._plot import plot_sharpness
+
+        plot_sharpness(results, title=args.title, path=args.plot, dpi=args.dpi)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
