@@ -1,0 +1,361 @@
+"""``fpp_init.apply``: install an FPP prompt into a live TPT-family model, in place, undoably."""
+
+from __future__ import annotations
+
+import logging
+import os
+import types
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+
+from .._algorithm import optimize_flat_prompt
+from .._utils import frozen
+from ..config import FPPConfig
+from ..errors import ConfigError, PromptMismatchError
+from ..prompt import FPPPrompt
+from ._families import FAMILY_NAMES, LiveModel, Snapshot
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["apply", "FPPHandle"]
+
+_STATE_ATTR = "_fpp_init_state"
+_HOOKED = "reset_classnames"
+
+Source = Union[FPPPrompt, torch.Tensor, str, "os.PathLike[str]"]
+
+
+class _ResetHook:
+    """Instance-level wrapper of ``reset_classnames``: call the original, then re-install FPP.
+
+    A callable object (not a closure) so that ``copy.deepcopy(model)`` gives the copy its own hook.
+    """
+
+    def __init__(self, handle: FPPHandle, original: Any) -> None:
+        self.handle = handle
+        self.original = original
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        out = self.original(*args, **kwargs)
+        if self.handle.active:
+            self.handle._classes_changed()
+        return out
+
+
+class FPPHandle:
+    """An FPP installation in a live model; undo it with :meth:`remove` or a ``with`` block.
+
+    Attributes:
+        family: the design detected (``"tpt"``, ``"aux"``, ``"dynaprompt"``).
+        prompt: the :class:`~fpp_init.FPPPrompt` installed for the current class set.
+        predefined: the original initial ctx ``[n_ctx, D]`` (what FPP stays aligned with).
+        active: ``False`` once removed.
+    """
+
+    def __init__(
+        self,
+        live: LiveModel,
+        *,
+        source: FPPPrompt | None,
+        config: FPPConfig,
+        cache_dir: Path | None,
+        progress: bool,
+        device: torch.device | None,
+        strict: bool,
+    ) -> None:
+        self._live = live
+        self.family = live.family
+        self.predefined = live.current_init()
+        self._snapshot: Snapshot | None = None
+        self._source = source
+        self._config = config
+        self._cache_dir = cache_dir
+        self._progress = progress
+        self._device = device
+        self._strict = strict
+        self._memo: dict[str, FPPPrompt] = {}
+        self._fingerprint: str | None = None
+        self._hook: _ResetHook | None = None
+        self._hook_owner: Any = None
+        self.prompt: FPPPrompt | None = None
+        self.active = False
+
+    # -- public ---------------------------------------------------------------------------
+    @property
+    def model(self) -> Any:
+        """The (unwrapped) model the prompt is installed in."""
+        return self._live.root
+
+    def remove(self) -> None:
+        """Restore the original ctx, ``ctx_init_state`` (``init_ctx``) and ``reset_classnames``."""
+        if not self.active:
+            return
+        live = self._live
+        if self._snapshot is not None:
+            live.restore(self._snapshot)
+        owner = self._hook_owner
+        if owner is not None and owner.__dict__.get(_HOOKED) is self._hook:
+            del owner.__dict__[_HOOKED]
+        live.learner.__dict__.pop(_STATE_ATTR, None)
+        self._hook = self._hook_owner = None
+        self.active = False
+        logger.info("FPP prompt removed from %s", type(live.root).__name__)
+
+    def __enter__(self) -> FPPHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "removed"
+        return f"FPPHandle({FAMILY_NAMES[self.family]}, n_ctx={self._live.n_ctx}, {state}, prompt={self.prompt!r})"
+
+    # -- internals ------------------------------------------------------------------------
+    def _resolve(self) -> FPPPrompt:
+        """The prompt for the model's current class set (given, memoised, cached or pretrained)."""
+        if self._source is not None:
+            self._check_source(self._source)
+            return self._source
+        return self._pretrain()
+
+    def _tower_fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = self._live.fingerprint()
+        return self._fingerprint
+
+    def _check_source(self, prompt: FPPPrompt) -> None:
+        live = self._live
+        if prompt.n_ctx != live.n_ctx or prompt.width != live.width:
+            raise PromptMismatchError(
+                f"the prompt has shape [{prompt.n_ctx}, {prompt.width}] but the model's {FAMILY_NAMES[live.family]} "
+                f"prompt is [{live.n_ctx}, {live.width}]: "
+                + (
+                    "another backbone?"
+                    if prompt.width != live.width
+                    else f"pretrain with a {live.n_ctx}-token template or change the model's ctx_init / n_ctx"
+                )
+            )
+        if self._strict and prompt.fingerprint is not None and prompt.fingerprint != self._tower_fingerprint():
+            raise PromptMismatchError(
+                f"the prompt was pretrained for a text tower with fingerprint {prompt.fingerprint} "
+                f"(backbone {prompt.backbone!r}) but this model's text tower has {self._tower_fingerprint()}: "
+                "other CLIP weights; pretrain for these weights, or pass strict=False to install it anyway"
+            )
+        names = live.classnames()
+        given = None if prompt.class_agnostic or prompt.classnames is None else prompt.classnames
+        if given is not None and names is not None and _spaced(given) != _spaced(names):
+            logger.warning(
+                "installing a prompt pretrained for %d other class names (%s...) into a model with "
+                "%d classes; a class-agnostic prompt or apply(model) without a source fits any class set",
+                len(given),
+                ", ".join(given[:3]),
+                len(names),
+            )
+
+    def _pretrain(self) -> FPPPrompt:
+        live = self._live
+        from .._cache import cache_key, lookup, store
+
+        names = live.classnames()
+        template = live.template()
+        fingerprint = self._tower_fingerprint()
+        cfg = self._config
+        where = f"live:{live.family}:{live.ctx_start}:{live.prompts_digest()}"  # what the class set embeds
+        key = cache_key(fingerprint, names, live.num_classes, where, self.predefined, None, cfg)
+        if key in self._memo:
+            return self._memo[key]
+        if self._cache_dir is not None:
+            hit = lookup(self._cache_dir, key, fingerprint=fingerprint, n_ctx=live.n_ctx, width=live.width)
+            if hit is not None:
+                logger.info("FPP cache hit %s (%d classes)", key, live.num_classes)
+                self._memo[key] = hit
+                return hit
+        logger.info(
+            "pretraining FPP on the live model: %d classes, n_ctx %d, %d steps", live.num_classes, live.n_ctx, cfg.steps
+        )
+        with frozen([live.text_encoder]):
+            tower = live.tower()
+            prompts = live.embedded()
+            device = self._device or prompts.prefix.device
+            result = optimize_flat_prompt(tower, prompts, self.predefined, cfg, device=device, progress=self._progress)
+        config_dict = cfg.to_dict()
+        config_dict["flat_weight"] = result.flat_weight
+        prompt = FPPPrompt(
+            ctx=result.ctx,
+            backbone=_backbone(live),
+            template=template,
+            classnames=names,
+            class_agnostic=False,
+            num_classes=live.num_classes,
+            config=config_dict,
+            final_losses=result.final_losses,
+            fingerprint=fingerprint,
+        )
+        prompt.history = result.history
+        self._memo[key] = prompt
+        if self._cache_dir is not None:
+            store(self._cache_dir, key, prompt)
+        return prompt
+
+    def _install(self, prompt: FPPPrompt) -> None:
+        if self._snapshot is None:
+            self._snapshot = self._live.snapshot()
+        self._live.install(prompt.ctx)
+        self.prompt = prompt
+
+    def _attach(self) -> None:
+        live = self._live
+        owner = live.learner if hasattr(live.learner, _HOOKED) else live.root if hasattr(live.root, _HOOKED) else None
+        if owner is not None:
+            self._hook = _ResetHook(self, getattr(owner, _HOOKED))
+            self._hook_owner = owner
+            object.__setattr__(owner, _HOOKED, self._hook)
+        object.__setattr__(live.learner, _STATE_ATTR, self)
+        self.active = True
+
+    def _classes_changed(self) -> None:
+        live = self._live
+        live._check_layout()
+        self._install(self._resolve())
+        logger.info("FPP prompt re-installed for %d classes", live.num_classes)
+
+    def _update(
+        self,
+        source: FPPPrompt | None,
+        config: FPPConfig,
+        cache_dir: Path | None,
+        progress: bool,
+        device: torch.device | None,
+        strict: bool,
+    ) -> None:
+        old = (self._source, self._config, self._cache_dir, self._progress, self._device, self._strict)
+        self._source, self._config, self._cache_dir = source, config, cache_dir
+        self._progress, self._device, self._strict = progress, device, strict
+        try:
+            prompt = self._resolve()
+        except BaseException:
+            self._source, self._config, self._cache_dir, self._progress, self._device, self._strict = old
+            raise
+        self._install(prompt)
+
+
+def _spaced(names: list[str]) -> list[str]:
+    return [n.replace("_", " ") for n in names]
+
+
+def _backbone(live: LiveModel) -> str | None:
+    from .._pretrain import infer_backbone
+
+    visual = getattr(live.root, "image_encoder", None)
+    return infer_backbone(types.SimpleNamespace(visual=visual)) if visual is not None else None  # type: ignore[arg-type]
+
+
+def _as_prompt(source: Any) -> FPPPrompt | None:
+    if source is None or isinstance(source, FPPPrompt):
+        return source
+    if isinstance(source, torch.Tensor):
+        if source.dim() != 2 or not source.is_floating_point():
+            raise PromptMismatchError(
+                f"a ctx tensor must be a float [n_ctx, D] tensor, got {source.dtype} {tuple(source.shape)}"
+            )
+        return FPPPrompt(ctx=source.detach().float().cpu().clone(), template=None)
+    if isinstance(source, (str, os.PathLike)):
+        from .. import load_fpp_prompt
+
+        return load_fpp_prompt(source)
+    raise ConfigError(
+        f"source must be an FPPPrompt, a [n_ctx, D] tensor, a prompt file path or an hf:// reference; "
+        f"got {type(source).__name__}"
+    )
+
+
+def _cache_dir(cache: bool | str | os.PathLike[str] | None) -> Path | None:
+    if cache is None or cache is False:
+        return None
+    from .._cache import default_cache_dir
+
+    return default_cache_dir() if cache is True else Path(cache)
+
+
+def apply(
+    model: Any,
+    source: Source | None = None,
+    *,
+    config: FPPConfig | None = None,
+    cache: bool | str | os.PathLike[str] = True,
+    progress: bool = True,
+    device: str | torch.device | None = None,
+    strict: bool = True,
+    **options: Any,
+) -> FPPHandle:
+    """Give a live TPT-family model an FPP initial prompt, in place (one line in the user's script).
+
+    Call it once the model has its class set: right after ``model.reset_classnames(...)`` in
+    the script's per-dataset loop (or after ``get_coop(...)`` and any ``--load`` when there is
+    no such loop), before the tuning loop. The family is detected from the object: the TPT design (TPT, C-TPT,
+    O-TPT, DiffTPT, RLCF, MTA, R-TPT), the FPP reference design (text encoder with
+    ``aux_outputs``) and DynaPrompt (the prompt goes into ``init_ctx``; the residual ``ctx``
+    stays zero). ``.module`` wrappers are unwrapped.
+
+    The prompt is written into ``prompt_learner.ctx`` with ``copy_`` (an optimizer created
+    earlier keeps working) and becomes the state ``reset()`` restores. The model's
+    ``reset_classnames`` is wrapped so that each new class set gets its own prompt (pretrained,
+    or taken from memory or the cache), always aligned with the *original* initial ctx; a
+    given ``source`` is simply re-installed. Global RNG, ``requires_grad`` and train/eval mode
+    are left as found. Applying again updates the installation and otherwise changes nothing.
+
+    Args:
+        model: the live model (``ClipTestTimeTuning`` or similar, or a wrapper with ``.module``).
+        source: ``None`` to pretrain FPP on the model itself (its text encoder, token
+            embeddings and current class names); or a prompt to install: an
+            :class:`~fpp_init.FPPPrompt`, a ``[n_ctx, D]`` tensor, a ``.safetensors`` path or an
+            ``hf://`` reference (read by :func:`fpp_init.load_fpp_prompt`).
+        config: FPP hyperparameters for pretraining; keyword ``options`` override fields
+            (``steps=200, seed=1``).
+        cache: reuse prompts pretrained earlier for the same text tower, class set, original
+            ctx and config: ``True`` (default cache folder), a folder, or ``False``.
+        progress: tqdm progress bar while pretraining.
+        device: where to pretrain (default: the model's device).
+        strict: refuse a prompt whose text-tower fingerprint differs from the model's.
+
+    Returns:
+        An :class:`FPPHandle`; ``handle.remove()`` (or leaving ``with apply(model):``) undoes
+        everything.
+
+    Raises:
+        AdapterError: the model is not of a supported design (the message says what was found).
+        PromptMismatchError: the prompt's ``n_ctx``, width or fingerprint does not fit the model.
+    """
+    if "class_agnostic" in options or "classnames" in options:
+        raise ConfigError(
+            "apply() pretrains on the live model for its current class names (a live TPT model keeps no "
+            "token-embedding table to draw class-agnostic tokens from). For a class-agnostic prompt, pretrain "
+            "one on the same CLIP weights with fpp_init.pretrain_flat_prompt(..., class_agnostic=True) and "
+            "pass it: apply(model, prompt)"
+        )
+    cfg = config or FPPConfig()
+    if options:
+        cfg = cfg.replace(**options)
+    live = LiveModel(model)
+    prompt_source = _as_prompt(source)
+    cache_dir = _cache_dir(cache)
+    dev = torch.device(device) if device is not None else None
+
+    existing = live.learner.__dict__.get(_STATE_ATTR)
+    if isinstance(existing, FPPHandle) and existing.active:
+        existing._update(prompt_source, cfg, cache_dir, progress, dev, strict)
+        return existing
+
+    handle = FPPHandle(
+        live, source=prompt_source, config=cfg, cache_dir=cache_dir, progress=progress, device=dev, strict=strict
+    )
+    prompt = handle._resolve()  # may fail: nothing has been modified yet
+    handle._install(prompt)
+    handle._attach()
+    logger.info(
+        "FPP prompt installed in %s (%s, n_ctx %d)", type(live.root).__name__, FAMILY_NAMES[live.family], live.n_ctx
+    )
+    return handle

@@ -1,0 +1,138 @@
+"""Recognise the design of a live TPT-family model object (never its repository name)."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import AdapterError
+
+__all__ = ["unwrap", "detect", "encoder_convention"]
+
+_WRAPPER_DEPTH = 8
+
+
+def unwrap(model: Any) -> Any:
+    """Strip ``DataParallel`` / ``DistributedDataParallel``-style ``.module`` wrappers."""
+    for _ in range(_WRAPPER_DEPTH):
+        inner = getattr(model, "module", None)
+        if isinstance(inner, nn.Module) and not hasattr(model, "prompt_learner"):
+            model = inner
+        else:
+            break
+    return model
+
+
+def encoder_convention(encoder: Any) -> str:
+    """How the text encoder is called: ``"plain"``, ``"aux"`` or ``"compound"``.
+
+    ``plain``: ``text_encoder(prompts, tokenized_prompts)`` (TPT, C-TPT, O-TPT...);
+    ``aux``: ``text_encoder(prompts, tokenized_prompts, aux_outputs)`` returning a tuple
+    (the FPP reference code); ``compound``: ``text_encoder(prompts, tokenized_prompts,
+    compound_prompts_deeper_text)`` (MaPLe / PromptAlign).
+    """
+    forward = getattr(encoder, "forward", encoder)
+    try:
+        params = list(inspect.signature(forward).parameters.values())
+    except (TypeError, ValueError) as exc:
+        raise AdapterError(f"cannot read the signature of the text encoder {type(encoder).__name__}: {exc}") from exc
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if "aux_outputs" in names:
+        return "aux"
+    if any("compound" in n for n in names):
+        return "compound"
+    if len(names) >= 2:
+        return "plain"
+    raise AdapterError(
+        f"the text encoder {type(encoder).__name__}.forward{inspect.signature(forward)} does not take "
+        "(prompts, tokenized_prompts); fpp_init.apply supports TPT-style text encoders only"
+    )
+
+
+def _describe(obj: Any) -> str:
+    attrs = [
+        a
+        for a in (
+            "prompt_learner",
+            "prompt_generator",
+            "text_encoder",
+            "ctx",
+            "ctx_init_state",
+            "init_ctx",
+            "ctx_list",
+            "compound_prompts_text",
+            "token_prefix",
+            "token_suffix",
+            "tokenized_prompts",
+        )
+        if hasattr(obj, a)
+    ]
+    return f"{type(obj).__module__}.{type(obj).__name__} with attributes {attrs or 'none of the TPT-family ones'}"
+
+
+def detect(model: Any) -> tuple[str, Any, Any]:
+    """Return ``(family, root, prompt_learner)`` for a live model.
+
+    Families: ``"tpt"`` (the standard design), ``"aux"`` (the FPP reference's text
+    encoder with ``aux_outputs``), ``"dynaprompt"``. Raises :class:`AdapterError` naming what
+    was found for anything else.
+    """
+    root = unwrap(model)
+    if hasattr(root, "prompt_generator"):
+        raise AdapterError(
+            "found a CoCoOp model (model.prompt_generator): not supported by fpp_init.apply. TPT's "
+            "CoCoOp path tunes a fresh context built per image by the meta-net from the trained "
+            "CoCoOp ctx, so there is no single initial prompt to replace; use the CoOp model "
+            "(get_coop) with fpp_init.apply instead"
+        )
+    learner = getattr(root, "prompt_learner", None)
+    if learner is None:
+        raise AdapterError(
+            f"fpp_init.apply needs a TPT-family model (an object with .prompt_learner and "
+            f".text_encoder); got {_describe(root)}. For a plain CLIP model use "
+            "fpp_init.pretrain_flat_prompt"
+        )
+    if hasattr(learner, "compound_prompts_text"):
+        raise AdapterError(
+            "found a MaPLe / PromptAlign prompt learner (prompt_learner.compound_prompts_text): not "
+            "supported by fpp_init.apply. Its ctx also feeds the image branch through "
+            "prompt_learner.proj, which FPP's text-only objective does not account for; see the "
+            "fpp-init README, section 'One-line FPP in TPT-family code'"
+        )
+    if hasattr(learner, "class_token_prefix") or hasattr(learner, "concept_token_prefix"):
+        raise AdapterError(
+            "found TPS's ProtoTextPromptLearner (class_token_prefix / concept prompts): not supported by "
+            "fpp_init.apply (TPS shifts class prototypes; its prompt layout differs from TPT's)"
+        )
+    if hasattr(learner, "ctx_list") or hasattr(learner, "ctx_init_state_list"):
+        raise AdapterError(
+            "found a prompt learner with several prompts (prompt_learner.ctx_list, e.g. DiffTPT's IT3A "
+            "variant): not supported; fpp_init.apply installs one prompt per model. Use the main "
+            "DiffTPT script (tpt_classification.py), which has a single ctx"
+        )
+    text_encoder = getattr(root, "text_encoder", None)
+    if not isinstance(text_encoder, nn.Module):
+        raise AdapterError(f"found {_describe(root)} but no text_encoder module beside the prompt learner")
+    ctx = getattr(learner, "ctx", None)
+    if not isinstance(ctx, nn.Parameter):
+        raise AdapterError(f"found a prompt learner {_describe(learner)} without an nn.Parameter 'ctx'")
+    if not isinstance(getattr(learner, "ctx_init_state", None), torch.Tensor):
+        raise AdapterError(
+            f"found a prompt learner {_describe(learner)} without a 'ctx_init_state' tensor (the state its "
+            "reset() restores); not a TPT-style prompt learner"
+        )
+    missing = [a for a in ("token_prefix", "token_suffix", "tokenized_prompts") if not hasattr(learner, a)]
+    if missing:
+        raise AdapterError(f"found a prompt learner {_describe(learner)} without {missing}")
+    convention = encoder_convention(text_encoder)
+    if convention == "compound":
+        raise AdapterError(
+            "the text encoder takes compound (deep) prompts but the prompt learner has no "
+            "compound_prompts_text; unsupported design"
+        )
+    if isinstance(getattr(learner, "init_ctx", None), torch.Tensor):
+        return "dynaprompt", root, learner
+    return ("aux" if convention == "aux" else "tpt"), root, learner

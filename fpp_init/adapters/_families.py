@@ -1,0 +1,249 @@
+"""Thin per-family knowledge: where the prompt lives, its geometry, how to install it."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._algorithm import EmbeddedPrompts
+from ..errors import AdapterError
+from ..towers import CallableTextTower, CLIPTextTower, TextTower, fingerprint_modules
+from ._detect import detect, encoder_convention
+
+logger = logging.getLogger(__name__)
+
+#: human names of the families, as used in messages and the handle's ``family``.
+FAMILY_NAMES = {
+    "tpt": "TPT design (ctx + ctx_init_state)",
+    "aux": "FPP reference design (text encoder with aux_outputs)",
+    "dynaprompt": "DynaPrompt design (zero residual ctx + init_ctx)",
+}
+
+
+@dataclass
+class Snapshot:
+    """What :meth:`LiveModel.install` changes, as found before the first install."""
+
+    ctx: torch.Tensor
+    ctx_init_state: torch.Tensor
+    init_ctx: torch.Tensor | None
+
+
+def _single(t: torch.Tensor, what: str) -> torch.Tensor:
+    """``[n_ctx, D]`` from a 2-D tensor or a 3-D stack of identical copies."""
+    if t.dim() == 2:
+        return t
+    if t.dim() == 3 and t.shape[0] >= 1 and bool((t == t[:1]).all()):
+        return t[0]
+    raise AdapterError(
+        f"{what} has shape {tuple(t.shape)}: several different prompts per model are not supported "
+        "(fpp_init.apply installs one [n_ctx, D] prompt)"
+    )
+
+
+class LiveModel:
+    """A TPT-family model seen through the attributes the families share."""
+
+    def __init__(self, model: Any) -> None:
+        self.family, self.root, self.learner = detect(model)
+        self.text_encoder: nn.Module = self.root.text_encoder
+        self.convention = encoder_convention(self.text_encoder)
+        self._check_layout()
+
+    # -- geometry -----------------------------------------------------------------------
+    @property
+    def ctx(self) -> nn.Parameter:
+        return self.learner.ctx  # type: ignore[no-any-return]
+
+    @property
+    def width(self) -> int:
+        return int(self.ctx.shape[-1])
+
+    @property
+    def n_ctx(self) -> int:
+        if self.family == "dynaprompt":
+            return int(self.learner.init_ctx.shape[-2])
+        return int(self.ctx.shape[-2])
+
+    @property
+    def ctx_start(self) -> int:
+        return int(self.learner.token_prefix.shape[-2])
+
+    def _check_layout(self) -> None:
+        lrn = self.learner
+        where = f"{type(lrn).__name__} ({FAMILY_NAMES[self.family]})"
+        position = getattr(lrn, "class_token_position", "end")
+        if position != "end":
+            raise AdapterError(
+                f"{where} puts the class token at position {position!r}; FPP supports only the class "
+                "token at the end (a ctx_init without [CLS])"
+            )
+        if getattr(lrn, "learned_cls", False):
+            raise AdapterError(f"{where} learns the class token (learned_cls=True); FPP needs real class names")
+        if self.ctx.dim() not in (2, 3):
+            raise AdapterError(f"{where}.ctx has shape {tuple(self.ctx.shape)}; expected [n_ctx, D]")
+        prefix, suffix, tokens = lrn.token_prefix, lrn.token_suffix, lrn.tokenized_prompts
+        if prefix.dim() != 3 or suffix.dim() != 3 or tokens.dim() != 2:
+            raise AdapterError(
+                f"{where}: token_prefix {tuple(prefix.shape)}, token_suffix {tuple(suffix.shape)} and "
+                f"tokenized_prompts {tuple(tokens.shape)} are not [C, P, D], [C, S, D] and [C, L]"
+            )
+        c, length = tokens.shape
+        if prefix.shape[0] != c or suffix.shape[0] != c:
+            raise AdapterError(f"{where}: token_prefix/token_suffix/tokenized_prompts disagree on the class count")
+        if prefix.shape[-2] + self.n_ctx + suffix.shape[-2] != length:
+            raise AdapterError(
+                f"{where}: prefix ({prefix.shape[-2]}) + ctx ({self.n_ctx}) + suffix ({suffix.shape[-2]}) "
+                f"positions do not add up to the context length {length}"
+            )
+        if prefix.shape[-1] != self.width or suffix.shape[-1] != self.width:
+            raise AdapterError(f"{where}: token embeddings are not {self.width} wide like ctx")
+        if self.family == "dynaprompt" and self.learner.init_ctx.shape[-1] != self.width:
+            raise AdapterError(f"{where}: init_ctx width differs from ctx width")
+        eot = tokens.argmax(dim=-1)
+        if bool((eot <= self.ctx_start + self.n_ctx).any()):
+            raise AdapterError(f"{where}: some prompts have no class token after the context")
+
+    def classnames(self) -> list[str] | None:
+        names = getattr(self.learner, "classnames", None)
+        if (
+            isinstance(names, (list, tuple))
+            and len(names) == self.num_classes
+            and all(isinstance(n, str) for n in names)
+        ):
+            return list(names)
+        return None
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.learner.tokenized_prompts.shape[0])
+
+    def template(self) -> str | None:
+        t = getattr(self.learner, "prompt_prefix", None)
+        if not isinstance(t, str) or set(t.split()) <= {"X"}:  # "X X X X": TPT's placeholder for a random ctx
+            return None
+        return t
+
+    def embedded(self) -> EmbeddedPrompts:
+        lrn = self.learner
+        return EmbeddedPrompts(
+            prefix=lrn.token_prefix.detach(),
+            suffix=lrn.token_suffix.detach(),
+            eot=lrn.tokenized_prompts.argmax(dim=-1),
+        )
+
+    def prompts_digest(self) -> str:
+        """Hash of what the class set contributes (embeddings up to the last EOS, EOS positions)."""
+        p = self.embedded()
+        n_used = int(p.eot.max()) + 1
+        h = hashlib.sha256()
+        for t in (p.prefix, p.suffix[:, : n_used - self.ctx_start - self.n_ctx], p.eot):
+            t = t.detach().to("cpu").contiguous()
+            h.update(str((tuple(t.shape), str(t.dtype))).encode())
+            h.update(t.float().numpy().tobytes() if t.is_floating_point() else t.numpy().tobytes())
+        return h.hexdigest()[:32]
+
+    # -- the prompt -----------------------------------------------------------------------
+    def _residual(self) -> torch.Tensor:
+        return _single(self.learner.ctx_init_state.detach(), "prompt_learner.ctx_init_state")
+
+    def current_init(self) -> torch.Tensor:
+        """The effective prompt ``reset()`` restores now, ``[n_ctx, D]`` fp32 CPU."""
+        if self.family == "dynaprompt":
+            init = self.learner.init_ctx.detach()
+            return (init.float().cpu() + self._residual().float().cpu()).clone()
+        return self._residual().float().cpu().clone()
+
+    def snapshot(self) -> Snapshot:
+        init = getattr(self.learner, "init_ctx", None) if self.family == "dynaprompt" else None
+        return Snapshot(ctx=self.ctx.detach().clone(), ctx_init_state=self.learner.ctx_init_state, init_ctx=init)
+
+    def install(self, prompt_ctx: torch.Tensor) -> None:
+        """Make ``prompt_ctx`` ``[n_ctx, D]`` the state ``reset()`` restores, in place."""
+        lrn, ctx = self.learner, self.ctx
+        if self.family == "dynaprompt":
+            init = lrn.init_ctx
+            residual = self._residual().to(init.device, torch.float32)
+            lrn.init_ctx = (prompt_ctx.to(init.device, torch.float32) - residual).to(init.dtype).clone()
+            return
+        state = prompt_ctx.to(ctx.device, ctx.dtype)
+        with torch.no_grad():
+            ctx.copy_(state.expand_as(ctx))
+        lrn.ctx_init_state = state.expand_as(ctx).clone()
+
+    def restore(self, snap: Snapshot) -> None:
+        lrn = self.learner
+        with torch.no_grad():
+            self.ctx.copy_(snap.ctx)
+        lrn.ctx_init_state = snap.ctx_init_state
+        if snap.init_ctx is not None:
+            lrn.init_ctx = snap.init_ctx
+
+    # -- the text encoder -----------------------------------------------------------------
+    def _call_encoder(self, prompts: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        if self.convention == "aux":
+            out = self.text_encoder(prompts, tokens, None)
+        else:
+            out = self.text_encoder(prompts, tokens)
+        return out[0] if isinstance(out, tuple) else out
+
+    def _encoder_modules(self) -> list[nn.Module | torch.Tensor]:
+        enc = self.text_encoder
+        parts = [getattr(enc, a, None) for a in ("positional_embedding", "transformer", "ln_final", "text_projection")]
+        if all(p is not None for p in parts):
+            return parts  # type: ignore[return-value]
+        return [enc]
+
+    def fingerprint(self) -> str:
+        """The text tower's fingerprint (same as the towers' and ``fingerprint_model``'s), cheaply."""
+        return fingerprint_modules(self._encoder_modules())
+
+    def tower(self) -> TextTower:
+        """The fast exact tower when the encoder is OpenAI-CLIP-shaped (checked), else a call-through."""
+        enc = self.text_encoder
+        pos = getattr(enc, "positional_embedding", None)
+        dtype = getattr(enc, "dtype", None)
+        if not isinstance(dtype, torch.dtype):
+            dtype = self.learner.token_prefix.dtype
+        length = int(self.learner.tokenized_prompts.shape[-1])
+        fast = None
+        if (
+            isinstance(pos, torch.Tensor)
+            and all(hasattr(enc, a) for a in ("transformer", "ln_final", "text_projection"))
+            and CLIPTextTower.supports(enc.transformer, pos)
+        ):
+            fast = CLIPTextTower.from_text_encoder(enc)
+            if not self._agrees(fast):
+                logger.warning(
+                    "the fast text tower disagrees with %s.forward; using the (slower) encoder itself",
+                    type(enc).__name__,
+                )
+                fast = None
+        if fast is not None:
+            return fast
+        return CallableTextTower(
+            self._call_encoder,
+            width=self.width,
+            context_length=length,
+            dtype=dtype,
+            modules=self._encoder_modules(),  # type: ignore[arg-type]
+        )
+
+    def _agrees(self, tower: CLIPTextTower) -> bool:
+        """Check the fast tower against the live encoder on two prompts (cheap, exactness guard)."""
+        p = self.embedded()
+        n = min(2, p.num_classes)
+        ctx = self.current_init().to(p.prefix.device, p.prefix.dtype)
+        x = p.assemble(ctx, slice(0, n))
+        tokens = self.learner.tokenized_prompts[:n]
+        with torch.no_grad():
+            ref = self._call_encoder(x.to(tower.dtype), tokens).float()
+            got = tower.encode(x, p.eot[:n]).float()
+        scale = float(ref.abs().max()) or 1.0
+        tol = 1e-2 if tower.dtype == torch.float16 else 1e-4
+        return ref.shape == got.shape and float((ref - got).abs().max()) <= tol * scale
