@@ -4,9 +4,13 @@ The public API::
 
     pretrain_flat_prompt   pretrain context vectors for a CLIP model (the FPP algorithm)
     load_fpp_prompt        load a prompt file (local .safetensors or Hugging Face Hub)
+    push_fpp_prompt        upload prompt files plus a model card to the Hub
     save_fpp_prompt        write a prompt file (also ``FPPPrompt.save``)
     FPPPrompt, FPPConfig   the prompt artifact and the hyperparameters
     fingerprint_model      text-tower fingerprint, to check a prompt against a model
+    sharpness              data-free flatness of a prompt (cosine drop under noise, landscape)
+    metrics                calibration metrics (ECE, MCE, AECE, SCE, AURC, accuracy)
+    apply, FPPHandle       one-line FPP initialisation of a live TPT-family model (undoable)
     FPPError and subclasses
 """
 
@@ -14,9 +18,12 @@ from __future__ import annotations
 
 import logging
 
+from . import metrics
 from ._load import load_fpp_prompt
 from ._pretrain import fingerprint_model, pretrain_flat_prompt
+from ._sharpness import SharpnessResult, sharpness
 from ._version import __version__
+from .adapters import FPPHandle, apply
 from .config import FPPConfig
 from .errors import (
     AdapterError,
@@ -24,8 +31,10 @@ from .errors import (
     ConfigError,
     FPPError,
     HubError,
+    MetricInputError,
     ModelLoadError,
     PickleFileError,
+    PlotDependencyError,
     PromptFileError,
     PromptFormatError,
     PromptMismatchError,
@@ -33,6 +42,7 @@ from .errors import (
     PromptVersionError,
     TemplateError,
 )
+from .hub import push_fpp_prompt
 from .prompt import FPPPrompt, save_fpp_prompt
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
@@ -42,7 +52,13 @@ __all__ = [
     "pretrain_flat_prompt",
     "load_fpp_prompt",
     "save_fpp_prompt",
+    "push_fpp_prompt",
     "fingerprint_model",
+    "sharpness",
+    "SharpnessResult",
+    "metrics",
+    "apply",
+    "FPPHandle",
     "FPPPrompt",
     "FPPConfig",
     "FPPError",
@@ -58,4 +74,6 @@ __all__ = [
     "PromptMismatchError",
     "HubError",
     "AdapterError",
+    "MetricInputError",
+    "PlotDependencyError",
 ]

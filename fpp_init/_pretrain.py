@@ -6,7 +6,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -167,6 +167,80 @@ def _tokenize(texts: list[str], length: int, names: list[str] | None) -> torch.T
     return out
 
 
+def _text_setup(
+    clip_model: nn.Module, template: str, predefined_ctx: torch.Tensor | None
+) -> tuple[CLIPTextTower, torch.Tensor | None, int, str, str | None]:
+    """``(tower, validated predefined ctx or None, n_ctx, text standing for the ctx, template used)``."""
+    width = clip_model.positional_embedding.shape[-1]
+    tower = CLIPTextTower.from_clip_model(clip_model)
+    if not CLIPTextTower.supports(clip_model.transformer, clip_model.positional_embedding):
+        raise ModelLoadError("the model's text transformer is not an OpenAI-CLIP-style causal transformer")
+    if predefined_ctx is not None:
+        predefined = _validate_ctx("predefined_ctx", predefined_ctx, width).float().cpu()
+        n_ctx = predefined.shape[0]
+        return tower, predefined, n_ctx, " ".join(["X"] * n_ctx), None
+    from ._clip import tokenizer
+
+    return tower, None, len(tokenizer().encode(template)), template, template
+
+
+def _embed_class_prompts(
+    clip_model: nn.Module,
+    dev: torch.device,
+    names: list[str] | None,
+    n: int,
+    n_ctx: int,
+    lead: str,
+    predefined: torch.Tensor | None,
+) -> tuple[EmbeddedPrompts, torch.Tensor]:
+    """Embedded prompts ``lead + " " + name + "."`` (CPU, fp32) and the predefined ctx.
+
+    ``names=None`` uses the class-agnostic placeholder ``n`` times; ``predefined=None``
+    takes the ctx from the embeddings of ``lead`` (the template).
+    """
+    length = clip_model.positional_embedding.shape[-2]
+    shown = [C.AGNOSTIC_PLACEHOLDER] * n if names is None else [s.replace("_", " ") for s in names]
+    tokens = _tokenize([f"{lead} {s}." for s in shown], length, names)
+    eot = tokens.argmax(dim=-1)
+    if bool((eot <= n_ctx + 1).any()):
+        raise TemplateError("prompt tokenisation left no class token after the context")
+    with torch.no_grad():
+        emb = clip_model.token_embedding(tokens.to(dev)).float().cpu()
+    if predefined is None:
+        predefined = emb[0, 1 : 1 + n_ctx].clone()
+    return EmbeddedPrompts(prefix=emb[:, :1], suffix=emb[:, 1 + n_ctx :], eot=eot), predefined
+
+
+class TextInputs(NamedTuple):
+    """What the FPP maths needs from a clip-anytorch model (see :func:`build_text_inputs`)."""
+
+    model: nn.Module
+    tower: CLIPTextTower
+    prompts: EmbeddedPrompts
+    predefined_ctx: torch.Tensor
+    device: torch.device
+    backbone: str | None
+    template: str | None
+
+
+def build_text_inputs(
+    model: nn.Module | str | os.PathLike[str],
+    classnames: Sequence[str],
+    *,
+    template: str = C.DEFAULT_TEMPLATE,
+    predefined_ctx: torch.Tensor | None = None,
+    device: str | torch.device | None = None,
+) -> TextInputs:
+    """Text tower, embedded class prompts and predefined ctx, exactly as ``pretrain_flat_prompt`` builds them."""
+    names = _validate_classnames(classnames)
+    if predefined_ctx is None:
+        template = _validate_template(template)
+    clip_model, dev, backbone = _resolve_model(model, device)
+    tower, given, n_ctx, lead, used_template = _text_setup(clip_model, template, predefined_ctx)
+    prompts, predefined = _embed_class_prompts(clip_model, dev, names, len(names), n_ctx, lead, given)
+    return TextInputs(clip_model, tower, prompts, predefined, dev, backbone, used_template)
+
+
 def pretrain_flat_prompt(
     model: nn.Module | str | os.PathLike[str] = C.DEFAULT_ARCH,
     classnames: Sequence[str] | None = None,
@@ -227,33 +301,10 @@ def pretrain_flat_prompt(
 
     clip_model, dev, backbone = _resolve_model(model, device)
     width = clip_model.positional_embedding.shape[-1]
-    length = clip_model.positional_embedding.shape[-2]
-    tower = CLIPTextTower.from_clip_model(clip_model)
-    if not CLIPTextTower.supports(clip_model.transformer, clip_model.positional_embedding):
-        raise ModelLoadError("the model's text transformer is not an OpenAI-CLIP-style causal transformer")
-
-    if predefined_ctx is not None:
-        predefined = _validate_ctx("predefined_ctx", predefined_ctx, width).float().cpu()
-        n_ctx = predefined.shape[0]
-        lead, used_template = " ".join(["X"] * n_ctx), None
-    else:
-        from ._clip import tokenizer
-
-        n_ctx = len(tokenizer().encode(template))
-        lead, used_template = template, template
+    tower, given, n_ctx, lead, used_template = _text_setup(clip_model, template, predefined_ctx)
     if init_ctx is not None:
         init_ctx = _validate_ctx("init_ctx", init_ctx, width, n_ctx)
-
-    shown = [C.AGNOSTIC_PLACEHOLDER] * n if names is None else [s.replace("_", " ") for s in names]
-    tokens = _tokenize([f"{lead} {s}." for s in shown], length, names)
-    eot = tokens.argmax(dim=-1)
-    if bool((eot <= n_ctx + 1).any()):
-        raise TemplateError("prompt tokenisation left no class token after the context")
-    with torch.no_grad():
-        emb = clip_model.token_embedding(tokens.to(dev)).float().cpu()
-    if predefined_ctx is None:
-        predefined = emb[0, 1 : 1 + n_ctx].clone()
-    prompts = EmbeddedPrompts(prefix=emb[:, :1], suffix=emb[:, 1 + n_ctx :], eot=eot)
+    prompts, predefined = _embed_class_prompts(clip_model, dev, names, n, n_ctx, lead, given)
     stats = None
     if names is None:
         weight = clip_model.token_embedding.weight.detach().float()
@@ -274,7 +325,7 @@ def pretrain_flat_prompt(
         from ._cache import cache_key, lookup
 
         key = cache_key(fingerprint, names, n, used_template, predefined, init_ctx, cfg)
-        hit = lookup(cache_dir, key)
+        hit = lookup(cache_dir, key, fingerprint=fingerprint, n_ctx=n_ctx, width=width)
         if hit is not None:
             logger.info("FPP cache hit %s", key)
             return hit

@@ -21,6 +21,8 @@ __all__ = [
     "PromptMismatchError",
     "HubError",
     "AdapterError",
+    "MetricInputError",
+    "PlotDependencyError",
 ]
 
 
@@ -74,3 +76,11 @@ class HubError(FPPError, OSError):
 
 class AdapterError(FPPError, TypeError):
     """A live model is not of a supported TPT-family design."""
+
+
+class MetricInputError(FPPError, ValueError):
+    """Probabilities / logits or labels given to :mod:`fpp_init.metrics` have a bad shape or value."""
+
+
+class PlotDependencyError(FPPError, ImportError):
+    """A plotting function was called but matplotlib is not installed (``pip install "fpp-init[plot]"``)."""

@@ -69,3 +69,12 @@ def test_to_moves_and_casts(prompt):
     half = prompt.to(dtype=torch.float16)
     assert half.ctx.dtype == torch.float16 and prompt.ctx.dtype == torch.float32
     assert "n_ctx=4" in repr(prompt) and "3 classes" in repr(prompt)
+
+
+def test_written_file_has_the_usual_mode(prompt, tmp_path):
+    mask = os.umask(0o022)
+    try:
+        path = prompt.save(tmp_path / "mode.safetensors")
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644

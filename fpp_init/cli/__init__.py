@@ -21,9 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fpp-init {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    from . import _pretrain
+    from . import _artifacts, _pretrain, _sharpness
 
-    for module in (_pretrain,):
+    for module in (_pretrain, _artifacts, _sharpness):
         module.register(sub)
     return parser
 
