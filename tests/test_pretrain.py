@@ -170,6 +170,15 @@ def test_fingerprint_is_dtype_independent_and_weight_sensitive(tiny_clip, tmp_pa
     assert fpp_init.fingerprint_model(other) != fpp_init.fingerprint_model(tiny_clip)
 
 
+def _cpu_half_matmul() -> bool:
+    try:
+        torch.ones(2, 2, dtype=torch.float16) @ torch.ones(2, 2, dtype=torch.float16)
+    except RuntimeError:  # torch < 2.1 has no fp16 matmul on the CPU
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _cpu_half_matmul(), reason="this torch has no fp16 matmul on the CPU")
 def test_fp16_weights_keep_fp32_master(tiny_clip):
     import copy
 
@@ -178,3 +187,16 @@ def test_fp16_weights_keep_fp32_master(tiny_clip):
     ref = fpp_init.pretrain_flat_prompt(tiny_clip, NAMES, steps=3, progress=False)
     assert prompt.ctx.dtype == torch.float32
     assert (prompt.ctx - ref.ctx).abs().max() < 5e-2  # fp16 arithmetic, same optimisation
+
+
+def test_other_context_length(tmp_path):
+    clip = import_clip()
+    model = save_and_load(build_tiny_clip(128, layers=1, context_length=24), tmp_path / "l24.pt")
+    tokens = clip.tokenize([f"a photo of a {n}." for n in NAMES], context_length=24)
+    with torch.no_grad():
+        fast = CLIPTextTower.from_clip_model(model).encode(model.token_embedding(tokens), tokens.argmax(-1))
+        torch.testing.assert_close(fast, model.encode_text(tokens), atol=1e-5, rtol=1e-5)
+    prompt = fpp_init.pretrain_flat_prompt(model, NAMES, steps=2, progress=False)
+    assert prompt.ctx.shape == (4, 128)
+    with pytest.raises(fpp_init.ClassNameError, match="context length is 24"):
+        fpp_init.pretrain_flat_prompt(model, ["a very long class name " * 5], steps=1, progress=False)
