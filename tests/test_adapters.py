@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import build_tiny_clip
-from standins import CoCoOpModel, IT3AModel, MaPLeModel, get_coop
+from standins import IT3AModel, get_cocoop, get_coop, get_maple
 
 import fpp_init
 from fpp_init import AdapterError, FPPPrompt, PromptMismatchError
@@ -259,9 +259,7 @@ def test_pretrained_prompts_are_cached(tiny_clip: torch.nn.Module, tmp_path: Pat
 @pytest.mark.parametrize(
     ("build", "match"),
     [
-        (lambda clip: CoCoOpModel(clip), "CoCoOp"),
         (lambda clip: IT3AModel(clip), "several prompts"),
-        (lambda clip: MaPLeModel(clip), "MaPLe"),
         (lambda clip: clip, "pretrain_flat_prompt"),
         (lambda clip: object(), "builtins.object"),
         (lambda clip: get_coop(clip, NAMES_A, ctx_init="a_[CLS]_photo"), "class token at position 'middle'"),
@@ -271,6 +269,13 @@ def test_pretrained_prompts_are_cached(tiny_clip: torch.nn.Module, tmp_path: Pat
 def test_unsupported_models_are_refused_clearly(tiny_clip: torch.nn.Module, build: object, match: str) -> None:
     with pytest.raises(AdapterError, match=match):
         fpp_init.apply(build(tiny_clip), **FAST)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(("build", "family"), [(get_cocoop, "cocoop"), (get_maple, "maple")])
+def test_cocoop_and_maple_are_supported(tiny_clip: torch.nn.Module, build: object, family: str) -> None:
+    # formerly refused; tests/test_adapters_more.py checks them in depth
+    handle = fpp_init.apply(build(tiny_clip, NAMES_A), **FAST)  # type: ignore[operator]
+    assert handle.family == family and handle.prompt.ctx.shape == handle.predefined.shape
 
 
 def test_class_agnostic_pretraining_on_a_live_model_is_explained(tiny_clip: torch.nn.Module) -> None:

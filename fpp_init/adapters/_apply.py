@@ -15,7 +15,7 @@ from .._utils import frozen
 from ..config import FPPConfig
 from ..errors import ConfigError, PromptMismatchError
 from ..prompt import FPPPrompt
-from ._families import FAMILY_NAMES, LiveModel, Snapshot
+from ._families import FAMILY_NAMES, MAPLE_WARNING, LiveModel, Snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,8 @@ class FPPHandle:
     """An FPP installation in a live model; undo it with :meth:`remove` or a ``with`` block.
 
     Attributes:
-        family: the design detected (``"tpt"``, ``"aux"``, ``"dynaprompt"``).
+        family: the design detected (``"tpt"``, ``"aux"``, ``"dynaprompt"``, ``"cocoop"``,
+            ``"maple"``).
         prompt: the :class:`~fpp_init.FPPPrompt` installed for the current class set.
         predefined: the original initial ctx ``[n_ctx, D]`` (what FPP stays aligned with).
         active: ``False`` once removed.
@@ -142,7 +143,13 @@ class FPPHandle:
             raise PromptMismatchError(
                 f"the prompt was pretrained for a text tower with fingerprint {prompt.fingerprint} "
                 f"(backbone {prompt.backbone!r}) but this model's text tower has {self._tower_fingerprint()}: "
-                "other CLIP weights; pretrain for these weights, or pass strict=False to install it anyway"
+                + (
+                    "other CLIP weights or other deep text prompts (a MaPLe / PromptAlign tower includes its "
+                    "compound_prompts_text); "
+                    if live.family == "maple"
+                    else "other CLIP weights; "
+                )
+                + "pretrain for these weights, or pass strict=False to install it anyway"
             )
         names = live.classnames()
         given = None if prompt.class_agnostic or prompt.classnames is None else prompt.classnames
@@ -179,7 +186,7 @@ class FPPHandle:
         with frozen([live.text_encoder]):
             tower = live.tower()
             prompts = live.embedded()
-            device = self._device or prompts.prefix.device
+            device = self._device or live.device
             result = optimize_flat_prompt(tower, prompts, self.predefined, cfg, device=device, progress=self._progress)
         config_dict = cfg.to_dict()
         config_dict["flat_weight"] = result.flat_weight
@@ -297,8 +304,12 @@ def apply(
     the script's per-dataset loop (or after ``get_coop(...)`` and any ``--load`` when there is
     no such loop), before the tuning loop. The family is detected from the object: the TPT design (TPT, C-TPT,
     O-TPT, DiffTPT, RLCF, MTA, R-TPT), the FPP reference design (text encoder with
-    ``aux_outputs``) and DynaPrompt (the prompt goes into ``init_ctx``; the residual ``ctx``
-    stays zero). ``.module`` wrappers are unwrapped.
+    ``aux_outputs``), DynaPrompt (the prompt goes into ``init_ctx``; the residual ``ctx``
+    stays zero), TPT's CoCoOp path (the prompt becomes ``prompt_generator.ctx``, the base that
+    ``gen_ctx`` adds the image-dependent meta-net bias to; FPP is pretrained without that
+    bias) and MaPLe / PromptAlign (pretrained through the model's text encoder with its deep
+    text prompts; call it before ``trainer.tpt()``; a warning is logged because the ctx also
+    feeds the image branch, which FPP ignores). ``.module`` wrappers are unwrapped.
 
     The prompt is written into ``prompt_learner.ctx`` with ``copy_`` (an optimizer created
     earlier keeps working) and becomes the state ``reset()`` restores. The model's
@@ -352,6 +363,8 @@ def apply(
     handle = FPPHandle(
         live, source=prompt_source, config=cfg, cache_dir=cache_dir, progress=progress, device=dev, strict=strict
     )
+    if live.family == "maple":
+        logger.warning(MAPLE_WARNING)
     prompt = handle._resolve()  # may fail: nothing has been modified yet
     handle._install(prompt)
     handle._attach()

@@ -76,32 +76,33 @@ def _describe(obj: Any) -> str:
 def detect(model: Any) -> tuple[str, Any, Any]:
     """Return ``(family, root, prompt_learner)`` for a live model.
 
-    Families: ``"tpt"`` (the standard design), ``"aux"`` (the FPP reference's text
-    encoder with ``aux_outputs``), ``"dynaprompt"``. Raises :class:`AdapterError` naming what
-    was found for anything else.
+    Families, in this order of detection: ``"cocoop"`` (TPT's CoCoOp path: the prompt learner
+    is ``model.prompt_generator``, with a meta-net), ``"maple"`` (MaPLe / PromptAlign:
+    ``prompt_learner.compound_prompts_text``), ``"dynaprompt"``, then ``"tpt"`` (the standard
+    design) or ``"aux"`` (the FPP reference's text encoder with ``aux_outputs``). Raises
+    :class:`AdapterError` naming what was found for anything else.
     """
     root = unwrap(model)
-    if hasattr(root, "prompt_generator"):
-        raise AdapterError(
-            "found a CoCoOp model (model.prompt_generator): not supported by fpp_init.apply. TPT's "
-            "CoCoOp path tunes a fresh context built per image by the meta-net from the trained "
-            "CoCoOp ctx, so there is no single initial prompt to replace; use the CoOp model "
-            "(get_coop) with fpp_init.apply instead"
-        )
-    learner = getattr(root, "prompt_learner", None)
+    family: str | None = None
+    learner = getattr(root, "prompt_generator", None)
+    if learner is not None:
+        family = "cocoop"
+    else:
+        learner = getattr(root, "prompt_learner", None)
     if learner is None:
         raise AdapterError(
             f"fpp_init.apply needs a TPT-family model (an object with .prompt_learner and "
             f".text_encoder); got {_describe(root)}. For a plain CLIP model use "
             "fpp_init.pretrain_flat_prompt"
         )
-    if hasattr(learner, "compound_prompts_text"):
-        raise AdapterError(
-            "found a MaPLe / PromptAlign prompt learner (prompt_learner.compound_prompts_text): not "
-            "supported by fpp_init.apply. Its ctx also feeds the image branch through "
-            "prompt_learner.proj, which FPP's text-only objective does not account for; see the "
-            "fpp-init README, section 'One-line FPP in TPT-family code'"
-        )
+    if family is None and hasattr(learner, "compound_prompts_text"):
+        family = "maple"
+        deep = learner.compound_prompts_text
+        if not isinstance(deep, (nn.ParameterList, list, tuple)) or not all(isinstance(p, torch.Tensor) for p in deep):
+            raise AdapterError(
+                f"found a MaPLe-style prompt learner {_describe(learner)} whose compound_prompts_text is "
+                f"{type(deep).__name__}, not a list of tensors"
+            )
     if hasattr(learner, "class_token_prefix") or hasattr(learner, "concept_token_prefix"):
         raise AdapterError(
             "found TPS's ProtoTextPromptLearner (class_token_prefix / concept prompts): not supported by "
@@ -119,7 +120,7 @@ def detect(model: Any) -> tuple[str, Any, Any]:
     ctx = getattr(learner, "ctx", None)
     if not isinstance(ctx, nn.Parameter):
         raise AdapterError(f"found a prompt learner {_describe(learner)} without an nn.Parameter 'ctx'")
-    if not isinstance(getattr(learner, "ctx_init_state", None), torch.Tensor):
+    if family != "cocoop" and not isinstance(getattr(learner, "ctx_init_state", None), torch.Tensor):
         raise AdapterError(
             f"found a prompt learner {_describe(learner)} without a 'ctx_init_state' tensor (the state its "
             "reset() restores); not a TPT-style prompt learner"
@@ -128,11 +129,20 @@ def detect(model: Any) -> tuple[str, Any, Any]:
     if missing:
         raise AdapterError(f"found a prompt learner {_describe(learner)} without {missing}")
     convention = encoder_convention(text_encoder)
+    if family == "maple":
+        if convention != "compound":
+            raise AdapterError(
+                f"found a MaPLe-style prompt learner (compound_prompts_text) but the text encoder "
+                f"{type(text_encoder).__name__} does not take compound_prompts_deeper_text; unsupported design"
+            )
+        return family, root, learner
     if convention == "compound":
         raise AdapterError(
             "the text encoder takes compound (deep) prompts but the prompt learner has no "
             "compound_prompts_text; unsupported design"
         )
+    if family == "cocoop":
+        return family, root, learner
     if isinstance(getattr(learner, "init_ctx", None), torch.Tensor):
         return "dynaprompt", root, learner
     return ("aux" if convention == "aux" else "tpt"), root, learner

@@ -22,7 +22,17 @@ FAMILY_NAMES = {
     "tpt": "TPT design (ctx + ctx_init_state)",
     "aux": "FPP reference design (text encoder with aux_outputs)",
     "dynaprompt": "DynaPrompt design (zero residual ctx + init_ctx)",
+    "cocoop": "CoCoOp design (prompt_generator.ctx + meta-net bias)",
+    "maple": "MaPLe / PromptAlign design (ctx + deep compound prompts)",
 }
+
+#: logged when FPP is installed in a MaPLe / PromptAlign model.
+MAPLE_WARNING = (
+    "MaPLe / PromptAlign: the FPP prompt is pretrained on the text branch only (with the model's deep "
+    "text prompts), but prompt_learner.ctx also feeds the image branch through prompt_learner.proj; FPP "
+    "does not account for that, and the paper evaluates only CLIP TPT. This use is beyond the paper: "
+    "compare with the original initialisation before relying on it"
+)
 
 
 @dataclass
@@ -30,7 +40,7 @@ class Snapshot:
     """What :meth:`LiveModel.install` changes, as found before the first install."""
 
     ctx: torch.Tensor
-    ctx_init_state: torch.Tensor
+    ctx_init_state: torch.Tensor | None  # None for CoCoOp (it has none)
     init_ctx: torch.Tensor | None
 
 
@@ -69,6 +79,15 @@ class LiveModel:
         if self.family == "dynaprompt":
             return int(self.learner.init_ctx.shape[-2])
         return int(self.ctx.shape[-2])
+
+    @property
+    def device(self) -> torch.device:
+        """Where the text encoder runs. The prompt buffers can lag behind: TPT's CoCoOp
+        ``reset_classnames`` builds them on the construction device (CPU) and the script moves
+        the model with ``.cuda()`` only afterwards."""
+        for t in self.text_encoder.parameters():
+            return t.device
+        return self.learner.token_prefix.device
 
     @property
     def ctx_start(self) -> int:
@@ -124,6 +143,8 @@ class LiveModel:
         return int(self.learner.tokenized_prompts.shape[0])
 
     def template(self) -> str | None:
+        if self.family in ("cocoop", "maple"):  # both always load a trained ctx: not the template's words
+            return None
         t = getattr(self.learner, "prompt_prefix", None)
         if not isinstance(t, str) or set(t.split()) <= {"X"}:  # "X X X X": TPT's placeholder for a random ctx
             return None
@@ -153,7 +174,15 @@ class LiveModel:
         return _single(self.learner.ctx_init_state.detach(), "prompt_learner.ctx_init_state")
 
     def current_init(self) -> torch.Tensor:
-        """The effective prompt ``reset()`` restores now, ``[n_ctx, D]`` fp32 CPU."""
+        """The effective initial prompt now, ``[n_ctx, D]`` fp32 CPU: what ``reset()`` restores.
+
+        CoCoOp: ``prompt_generator.ctx`` (the base ``gen_ctx`` adds the meta-net bias to).
+        MaPLe / PromptAlign: ``ctx`` itself, not ``ctx_init_state``: loading the trained
+        checkpoint updates only ``ctx``, and ``trainer.tpt()`` snapshots it with
+        ``set_prompt_inits()`` before tuning.
+        """
+        if self.family in ("cocoop", "maple"):
+            return _single(self.ctx.detach(), "prompt_learner.ctx").float().cpu().clone()
         if self.family == "dynaprompt":
             init = self.learner.init_ctx.detach()
             return (init.float().cpu() + self._residual().float().cpu()).clone()
@@ -161,10 +190,15 @@ class LiveModel:
 
     def snapshot(self) -> Snapshot:
         init = getattr(self.learner, "init_ctx", None) if self.family == "dynaprompt" else None
-        return Snapshot(ctx=self.ctx.detach().clone(), ctx_init_state=self.learner.ctx_init_state, init_ctx=init)
+        state = None if self.family == "cocoop" else self.learner.ctx_init_state
+        return Snapshot(ctx=self.ctx.detach().clone(), ctx_init_state=state, init_ctx=init)
 
     def install(self, prompt_ctx: torch.Tensor) -> None:
-        """Make ``prompt_ctx`` ``[n_ctx, D]`` the state ``reset()`` restores, in place."""
+        """Make ``prompt_ctx`` ``[n_ctx, D]`` the state ``reset()`` restores, in place.
+
+        CoCoOp has no ``reset()``: the prompt becomes ``prompt_generator.ctx``, which
+        ``gen_ctx`` shifts by the image-dependent meta-net bias to start each sample's tuning.
+        """
         lrn, ctx = self.learner, self.ctx
         if self.family == "dynaprompt":
             init = lrn.init_ctx
@@ -174,19 +208,27 @@ class LiveModel:
         state = prompt_ctx.to(ctx.device, ctx.dtype)
         with torch.no_grad():
             ctx.copy_(state.expand_as(ctx))
-        lrn.ctx_init_state = state.expand_as(ctx).clone()
+        if self.family != "cocoop":
+            lrn.ctx_init_state = state.expand_as(ctx).clone()
 
     def restore(self, snap: Snapshot) -> None:
         lrn = self.learner
         with torch.no_grad():
             self.ctx.copy_(snap.ctx)
-        lrn.ctx_init_state = snap.ctx_init_state
+        if snap.ctx_init_state is not None:
+            lrn.ctx_init_state = snap.ctx_init_state
         if snap.init_ctx is not None:
             lrn.init_ctx = snap.init_ctx
 
     # -- the text encoder -----------------------------------------------------------------
+    def _deep_prompts(self) -> list[torch.Tensor]:
+        """MaPLe's deeper text prompts, detached (fixed while FPP pretrains; no grads leak into them)."""
+        return [p.detach() for p in self.learner.compound_prompts_text]
+
     def _call_encoder(self, prompts: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        if self.convention == "aux":
+        if self.convention == "compound":
+            out = self.text_encoder(prompts, tokens, self._deep_prompts())
+        elif self.convention == "aux":
             out = self.text_encoder(prompts, tokens, None)
         else:
             out = self.text_encoder(prompts, tokens)
@@ -195,9 +237,11 @@ class LiveModel:
     def _encoder_modules(self) -> list[nn.Module | torch.Tensor]:
         enc = self.text_encoder
         parts = [getattr(enc, a, None) for a in ("positional_embedding", "transformer", "ln_final", "text_projection")]
-        if all(p is not None for p in parts):
-            return parts  # type: ignore[return-value]
-        return [enc]
+        if not all(p is not None for p in parts):
+            parts = [enc]
+        if self.convention == "compound":  # the deep prompts are part of the text tower's function
+            parts = parts + self._deep_prompts()
+        return parts  # type: ignore[return-value]
 
     def fingerprint(self) -> str:
         """The text tower's fingerprint (same as the towers' and ``fingerprint_model``'s), cheaply."""
@@ -213,7 +257,8 @@ class LiveModel:
         length = int(self.learner.tokenized_prompts.shape[-1])
         fast = None
         if (
-            isinstance(pos, torch.Tensor)
+            self.convention != "compound"  # deep prompts replace the ctx positions in later layers
+            and isinstance(pos, torch.Tensor)
             and all(hasattr(enc, a) for a in ("transformer", "ln_final", "text_projection"))
             and CLIPTextTower.supports(enc.transformer, pos)
         ):
@@ -239,8 +284,8 @@ class LiveModel:
         p = self.embedded()
         n = min(2, p.num_classes)
         ctx = self.current_init().to(p.prefix.device, p.prefix.dtype)
-        x = p.assemble(ctx, slice(0, n))
-        tokens = self.learner.tokenized_prompts[:n]
+        x = p.assemble(ctx, slice(0, n)).to(self.device)
+        tokens = self.learner.tokenized_prompts[:n].to(self.device)
         with torch.no_grad():
             ref = self._call_encoder(x.to(tower.dtype), tokens).float()
             got = tower.encode(x, p.eot[:n]).float()
