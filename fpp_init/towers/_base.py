@@ -9,8 +9,11 @@ import torch
 class TextTower(Protocol):
     """What the FPP optimiser needs from a text encoder."""
 
-    #: dtype of the tower's weights (inputs are cast to it).
-    dtype: torch.dtype
+    @property
+    def dtype(self) -> torch.dtype:
+        """dtype of the tower's weights (inputs are cast to it)."""
+        ...
+
     #: width of the token embeddings (``D``).
     width: int
     #: maximum number of positions (``L``).
