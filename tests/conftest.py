@@ -69,3 +69,17 @@ def classnames(name: str, limit: int | None = None) -> list[str]:
 @pytest.fixture(scope="session")
 def dtd_names() -> list[str]:
     return classnames("dtd", 8)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_prompt_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Keep every test's prompt cache out of the user's ~/.cache."""
+    import os
+
+    old = os.environ.get("FPP_INIT_CACHE")
+    os.environ["FPP_INIT_CACHE"] = str(tmp_path_factory.mktemp("fpp-cache"))
+    yield
+    if old is None:
+        os.environ.pop("FPP_INIT_CACHE", None)
+    else:
+        os.environ["FPP_INIT_CACHE"] = old
