@@ -68,14 +68,13 @@ def plot_reliability(bins: ReliabilityBins, *, title: str | None = None, path: s
     ax, hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     lower = bins.lower.tolist()
     width = (bins.upper - bins.lower).tolist()
-    full = bins.count > 0
-    acc_t = bins.accuracy.nan_to_num(0.0)
+    acc_t = bins.accuracy.nan_to_num(0.0)  # empty bins: 0 (drawn as nothing)
     conf_t = bins.confidence.nan_to_num(0.0)
-    ece_pct = 100.0 * float((bins.count.double() * (acc_t - conf_t).abs()).sum() / max(bins.total, 1))
-    acc = acc_t.tolist()
-    ax.bar(lower, acc, width=width, align="edge", color="tab:blue", edgecolor="black", label="accuracy")
-    gap_bottom = torch.minimum(acc_t, conf_t).where(full, torch.zeros(())).tolist()
-    gap = (acc_t - conf_t).abs().tolist()
+    gap_t = bins.gap.nan_to_num(0.0)
+    ece_pct = 100.0 * float((bins.count.double() * gap_t).sum() / max(bins.total, 1))
+    ax.bar(lower, acc_t.tolist(), width=width, align="edge", color="tab:blue", edgecolor="black", label="accuracy")
+    gap_bottom = torch.minimum(acc_t, conf_t).tolist()
+    gap = gap_t.tolist()
     ax.bar(lower, gap, bottom=gap_bottom, width=width, align="edge", color="tab:red", alpha=0.4, label="gap")
     ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
     ax.set_xlim(0, 1)
@@ -113,8 +112,7 @@ def plot_sharpness(
     rows = 2 if with_2d else 1
     fig = _new_figure(4.0 * cols, 3.6 * rows)
     gs = fig.add_gridspec(rows, cols * top)
-    span_top = cols * top // top
-    ax_drop = fig.add_subplot(gs[0, 0:span_top])
+    ax_drop = fig.add_subplot(gs[0, 0:cols])
     for r in results:
         ax_drop.plot(r.factors, r.cos_drop, marker="o", label=r.label)
     ax_drop.set_xlabel("noise scale (× FPP ctx/cls noise)")
@@ -123,7 +121,7 @@ def plot_sharpness(
     ax_drop.legend(fontsize="small")
     ax_drop.grid(alpha=0.3)
     if with_1d:
-        ax_1d = fig.add_subplot(gs[0, span_top : 2 * span_top])
+        ax_1d = fig.add_subplot(gs[0, cols : 2 * cols])
         for r in with_1d:
             land = r.landscape
             assert land is not None

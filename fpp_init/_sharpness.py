@@ -40,7 +40,9 @@ import torch
 from tqdm.auto import tqdm
 
 from . import constants as C
-from ._algorithm import EmbeddedPrompts
+from ._algorithm import EmbeddedPrompts, _normalize, draw_noise
+from ._pretrain import _validate_ctx
+from .config import FPPConfig
 from .errors import ConfigError, PromptShapeError
 from .towers import TextTower
 
@@ -123,11 +125,6 @@ class SharpnessResult:
 
 
 # -- core -----------------------------------------------------------------------------------
-def _normalize(x: torch.Tensor) -> torch.Tensor:
-    x = x.float()
-    return x / x.norm(dim=-1, keepdim=True)
-
-
 class _Features:
     """Normalised class features of many ctx variants (and noise), via the fastest exact path."""
 
@@ -144,13 +141,15 @@ class _Features:
         n_pre = p.prefix.shape[1] + n_ctx
         c = p.num_classes
         out = []
+        if self.share:  # the shared SOS + ctx rows do not depend on the class chunk
+            head = torch.cat([p.prefix[:1].expand(g, -1, -1), ctxs.to(p.prefix.dtype)], dim=1)
+            if noise is not None:
+                head = head + noise[:, :n_pre]
         for s in range(0, c, self.chunk):
             idx = slice(s, min(s + self.chunk, c))
             if self.share:
-                head = torch.cat([p.prefix[:1].expand(g, -1, -1), ctxs.to(p.prefix.dtype)], dim=1)
                 rest = p.suffix[None, idx].expand(g, -1, -1, -1)
                 if noise is not None:
-                    head = head + noise[:, :n_pre]
                     rest = rest + noise[:, None, n_pre:]
                 out.append(_normalize(self.tower.encode_shared_prefix(head, rest, p.eot[idx])))
             else:
@@ -235,12 +234,10 @@ def measure_sharpness(
         raise ConfigError(f"direction_norm must be one of {_DIRECTION_NORMS}, got {direction_norm!r}")
     if not (math.isfinite(span) and span > 0):
         raise ConfigError(f"span must be a finite number > 0, got {span!r}")
-    if ctx_noise < 0 or cls_noise < 0:
-        raise ConfigError("ctx_noise and cls_noise must be >= 0")
-    for name, t in (("ctx", ctx), ("predefined_ctx", predefined_ctx)):
-        if not isinstance(t, torch.Tensor) or t.dim() != 2 or t.shape[1] != tower.width:
-            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-            raise PromptShapeError(f"{name} must have shape [n_ctx, {tower.width}] (the text tower width), got {shape}")
+    if not all(math.isfinite(v) and v >= 0 for v in (ctx_noise, cls_noise)):
+        raise ConfigError(f"ctx_noise and cls_noise must be finite numbers >= 0, got {ctx_noise!r}, {cls_noise!r}")
+    ctx = _validate_ctx("ctx", ctx, tower.width)
+    predefined_ctx = _validate_ctx("predefined_ctx", predefined_ctx, tower.width)
     if ctx.shape[0] != predefined_ctx.shape[0]:
         raise PromptShapeError(
             f"ctx has {ctx.shape[0]} vectors but the predefined prompt has {predefined_ctx.shape[0]}: "
@@ -255,10 +252,8 @@ def measure_sharpness(
     length = tower.context_length
     n_pre = prompts.prefix.shape[1]
     n_used = int(prompts.eot.max()) + 1
-    base = torch.randn(draws, length, width, generator=gen)
-    scale = torch.full((length, 1), float(cls_noise))
-    scale[n_pre : n_pre + n_ctx] = float(ctx_noise)
-    base = (base * scale)[:, :n_used].to(device)
+    noise_cfg = FPPConfig(num_noise=draws, ctx_noise=ctx_noise, cls_noise=cls_noise)  # FPP's noise layout
+    base = draw_noise(gen, noise_cfg, n_ctx, length, width, start=n_pre)[:, :n_used].to(device)
     dirs = torch.randn(2, n_ctx, width, generator=gen) if landscape else None
 
     work = EmbeddedPrompts(

@@ -310,10 +310,8 @@ def reliability_bins(
     p, y = _prepare(probs, labels, from_logits)
     conf, correct = _top1(p, y)
     count, acc, cs = _sums(conf, correct, n_bins)
-    with torch.no_grad():
-        denom = count.clone()
-        denom[denom == 0] = math.nan
-    edges = torch.arange(n_bins + 1, dtype=torch.float64) / n_bins
+    denom = count.masked_fill(count == 0, math.nan)
+    edges = _edges(n_bins, torch.float64)
     return ReliabilityBins(
         lower=edges[:-1],
         upper=edges[1:],

@@ -139,6 +139,13 @@ def test_bad_arguments(tiny_clip: torch.nn.Module, dtd_names: list[str]) -> None
         fpp_init.sharpness(tiny_clip, "a photo of a")
 
 
+def test_nan_input_is_refused(tiny_clip: torch.nn.Module, dtd_names: list[str]) -> None:
+    with pytest.raises(PromptShapeError, match="ctx contains NaN or Inf"):
+        fpp_init.sharpness(tiny_clip, torch.full((4, 128), float("nan")), dtd_names)
+    with pytest.raises(ConfigError, match="ctx_noise and cls_noise must be finite numbers >= 0"):
+        fpp_init.sharpness(tiny_clip, "a photo of a", dtd_names, ctx_noise=float("nan"))
+
+
 def test_core_runs_on_prompts_with_a_longer_prefix(tiny_clip: torch.nn.Module, dtd_names: list[str]) -> None:
     # adapters may keep fixed leading words in the prefix: ctx at position P > 1
     inputs = build_text_inputs(tiny_clip, dtd_names[:3], template="a photo of a")
