@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -69,13 +70,13 @@ def load_local(path: str | os.PathLike[str], *, allow_pickle: bool = False) -> F
                 "it is then read with torch.load(weights_only=True)), or convert it once: "
                 "fpp-init export FILE --allow-pickle --out prompt.safetensors"
             )
-        return _load_pickle(path)
+        return _load_pickle(data, path)
     return _parse_safetensors(data, str(path))  # reports truncation / corruption precisely
 
 
-def _load_pickle(path: Path) -> FPPPrompt:
+def _load_pickle(data: bytes, path: Path) -> FPPPrompt:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise PickleFileError(
             f"could not read {str(path)!r} with torch.load(weights_only=True) ({type(exc).__name__}: {exc}); "
@@ -161,21 +162,7 @@ def _parse_safetensors(data: bytes, where: str) -> FPPPrompt:
         prompt = FPPPrompt.from_metadata(ctx.float(), meta)
     except PromptFormatError as exc:
         raise PromptFormatError(f"{where}: {exc}") from exc
-    _check_metadata(prompt, where)
     return prompt
-
-
-def _check_metadata(prompt: FPPPrompt, where: str) -> None:
-    n = prompt.num_classes
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise PromptFormatError(f"{where}: metadata field 'num_classes' must be a positive int or null, got {n!r}")
-    if prompt.classnames is not None and n is not None and len(prompt.classnames) != n:
-        raise PromptFormatError(
-            f"{where}: metadata lists {len(prompt.classnames)} class names but num_classes={n}; the file is inconsistent"
-        )
-    bad = {k: v for k, v in prompt.final_losses.items() if isinstance(v, bool) or not isinstance(v, (int, float))}
-    if bad:
-        raise PromptFormatError(f"{where}: metadata field 'final_losses' must map names to numbers, got {bad!r}")
 
 
 def stored_dtype(path: str | os.PathLike[str]) -> str | None:
@@ -205,13 +192,12 @@ def resolve_path(
     """The local file behind ``source``: a path, ``hf://OWNER/REPO[@REV]/FILE``, or ``OWNER/REPO`` + ``filename``."""
     from . import hub
 
-    if filename is not None or hub.is_hub_ref(source):
-        if filename is not None:
-            if not isinstance(source, str) or hub.is_hub_ref(source):
-                raise HubError(f"with filename=, source must be a repository id OWNER/NAME, got {source!r}")
-            ref = hub.parse_hub_ref(f"{hub.HUB_SCHEME}{source}/{filename}", revision=revision)
-        else:
-            ref = hub.parse_hub_ref(str(source), revision=revision)
+    if filename is not None:
+        if not isinstance(source, str) or hub.is_hub_ref(source):
+            raise HubError(f"with filename=, source must be a repository id OWNER/NAME, got {source!r}")
+        source = f"{hub.HUB_SCHEME}{source}/{filename}"
+    if hub.is_hub_ref(source):
+        ref = hub.parse_hub_ref(str(source), revision=revision)
         if Path(ref.filename).suffix.lower() in _PICKLE_SUFFIXES and not allow_pickle:
             raise PickleFileError(
                 f"{ref} is a pickle (torch.save) file; pickles can run code, so fpp-init refuses them by default. "

@@ -22,7 +22,7 @@ from . import constants as C
 from ._utils import atomic_write_bytes
 from ._version import __version__
 from .errors import ConfigError
-from .prompt import FPPPrompt
+from .prompt import FPPPrompt, prompt_bytes
 
 __all__ = ["export_coop", "collect_prompts", "build_hub_folder", "model_card"]
 
@@ -205,8 +205,6 @@ def build_hub_folder(
     :func:`fpp_init.hub.default_filename`; duplicates are refused. Everything is validated
     and serialised before the first file is written.
     """
-    from safetensors.torch import save
-
     from .hub import default_filename
 
     items = collect_prompts(prompts)
@@ -232,10 +230,7 @@ def build_hub_folder(
             f"folder {str(root)!r} is not empty; choose a new folder or pass overwrite=True (CLI: --force)"
         )
     card = model_card(items, names, repo_id=repo_id, license=license).encode("utf-8")
-    blobs = []
-    for p in items:
-        ctx = p.ctx.detach().to(device="cpu", dtype=torch.float32).contiguous()
-        blobs.append(save({C.CTX_KEY: ctx}, metadata=p.metadata()))
+    blobs = [prompt_bytes(p) for p in items]
     written = [atomic_write_bytes(root / n, b) for n, b in zip(names, blobs, strict=True)]
     written.append(atomic_write_bytes(root / "README.md", card))
     return written

@@ -65,15 +65,6 @@ class FPPPrompt:
 
     def metadata(self) -> dict[str, str]:
         """String metadata as written into the safetensors header."""
-        values: dict[str, Any] = {
-            "classnames": self.classnames,
-            "class_agnostic": self.class_agnostic,
-            "num_classes": self.num_classes,
-            "config": self.config,
-            "final_losses": self.final_losses,
-            "n_ctx": self.n_ctx,
-            "width": self.width,
-        }
         meta = {
             "format": "pt",
             "fpp_format": C.FORMAT_NAME,
@@ -84,7 +75,7 @@ class FPPPrompt:
             value = getattr(self, key)
             if value is not None:
                 meta[key] = str(value)
-        meta.update({k: json.dumps(v, sort_keys=True) for k, v in values.items()})
+        meta.update({k: json.dumps(getattr(self, k), sort_keys=True) for k in _JSON_FIELDS})
         return meta
 
     @classmethod
@@ -115,17 +106,28 @@ class FPPPrompt:
                 raise PromptFormatError(
                     f"metadata says {key}={values[key]} but the 'ctx' tensor has {size}; the file is inconsistent"
                 )
-        if not isinstance(values["class_agnostic"] or False, bool):
+        if values["class_agnostic"] is not None and not isinstance(values["class_agnostic"], bool):
             raise PromptFormatError("metadata field 'class_agnostic' must be true or false")
+        n = values["num_classes"]
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise PromptFormatError(f"metadata field 'num_classes' must be a positive int or null, got {n!r}")
+        if names is not None and n is not None and len(names) != n:
+            raise PromptFormatError(
+                f"metadata lists {len(names)} class names but num_classes={n}; the file is inconsistent"
+            )
+        losses = values["final_losses"] or {}
+        bad = {k: v for k, v in losses.items() if isinstance(v, bool) or not isinstance(v, (int, float))}
+        if bad:
+            raise PromptFormatError(f"metadata field 'final_losses' must map names to numbers, got {bad!r}")
         return cls(
             ctx=ctx,
             backbone=meta.get("backbone"),
             template=meta.get("template"),
             classnames=names,
             class_agnostic=bool(values["class_agnostic"] or False),
-            num_classes=values["num_classes"],
+            num_classes=n,
             config=values["config"] or {},
-            final_losses=values["final_losses"] or {},
+            final_losses=losses,
             fingerprint=meta.get("fingerprint"),
             version=meta.get("fpp_init_version", "unknown"),
         )
@@ -142,10 +144,14 @@ class FPPPrompt:
         )
 
 
-def save_fpp_prompt(prompt: FPPPrompt, path: str | os.PathLike[str]) -> Path:
-    """Save ``prompt`` as ``path`` (safetensors), atomically (temp file + rename)."""
+def prompt_bytes(prompt: FPPPrompt) -> bytes:
+    """The safetensors bytes of a prompt file (``ctx`` as CPU fp32, string metadata)."""
     from safetensors.torch import save
 
     ctx = prompt.ctx.detach().to(device="cpu", dtype=torch.float32).contiguous()
-    data = save({C.CTX_KEY: ctx}, metadata=prompt.metadata())
-    return atomic_write_bytes(path, data)
+    return save({C.CTX_KEY: ctx}, metadata=prompt.metadata())
+
+
+def save_fpp_prompt(prompt: FPPPrompt, path: str | os.PathLike[str]) -> Path:
+    """Save ``prompt`` as ``path`` (safetensors), atomically (temp file + rename)."""
+    return atomic_write_bytes(path, prompt_bytes(prompt))

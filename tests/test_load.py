@@ -139,6 +139,7 @@ def test_missing_metadata(tmp_path: Path) -> None:
         ({"n_ctx": "5"}, "n_ctx=5 but the 'ctx' tensor has 4"),
         ({"width": "64"}, "width=64 but the 'ctx' tensor has 128"),
         ({"class_agnostic": '"yes"'}, "'class_agnostic' must be true or false"),
+        ({"class_agnostic": "0"}, "'class_agnostic' must be true or false"),
         ({"num_classes": '"many"'}, "'num_classes' must be a positive int"),
         ({"num_classes": "0"}, "'num_classes' must be a positive int"),
         ({"classnames": '["a", "b"]', "num_classes": "3"}, "2 class names but num_classes=3"),

@@ -80,16 +80,20 @@ def register(sub: Any) -> None:
     i.set_defaults(func=run_inspect)
 
 
+def _source_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The options that say where a SOURCE comes from and how it may be read."""
+    return {
+        "revision": args.revision,
+        "cache_dir": args.cache_dir,
+        "local_files_only": args.offline,
+        "allow_pickle": args.allow_pickle,
+    }
+
+
 def _load(args: argparse.Namespace, source: str) -> Any:
     from .._load import load_fpp_prompt
 
-    return load_fpp_prompt(
-        source,
-        revision=args.revision,
-        cache_dir=args.cache_dir,
-        local_files_only=args.offline,
-        allow_pickle=args.allow_pickle,
-    )
+    return load_fpp_prompt(source, **_source_kwargs(args))
 
 
 def _one_source(args: argparse.Namespace, what: str) -> str:
@@ -168,13 +172,7 @@ def summarize(source: str, path: os.PathLike[str] | str, prompt: Any) -> dict[st
 def run_inspect(args: argparse.Namespace) -> int:
     from .._load import load_local, resolve_path
 
-    path = resolve_path(
-        args.source,
-        revision=args.revision,
-        cache_dir=args.cache_dir,
-        local_files_only=args.offline,
-        allow_pickle=args.allow_pickle,
-    )
+    path = resolve_path(args.source, **_source_kwargs(args))
     prompt = load_local(path, allow_pickle=args.allow_pickle)
     info = summarize(args.source, path, prompt)
     if args.json:
