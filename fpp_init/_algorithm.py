@@ -134,42 +134,31 @@ def _plan_chunks(eot: torch.Tensor, start: int, limit: int, overhead: int = 16) 
     return [order[a:b] for a, b in reversed(bounds)]
 
 
-@dataclass
-class _Chunk:
-    """Classes computed together: indices, their prefix, their suffix up to the chunk's last
-    EOS, and their EOS positions (on the CPU)."""
-
-    idx: torch.Tensor
-    prefix: torch.Tensor
-    suffix: torch.Tensor
-    eot: torch.Tensor
-
-
 class _Encoder:
     """Clean and noisy class features of a chunk, via the fastest exact path."""
 
     def __init__(self, tower: TextTower, share: bool) -> None:
         self.tower, self.share = tower, share
 
-    def clean(self, ctx: torch.Tensor, ch: _Chunk) -> torch.Tensor:
-        if self.share:
-            head = torch.cat([ch.prefix[0], ctx.to(ch.prefix.dtype)], dim=0)[None]
-            return self.tower.encode_shared_prefix(head, ch.suffix[None], ch.eot)[0]
-        c = ch.prefix.shape[0]
-        full = torch.cat([ch.prefix, ctx.to(ch.prefix.dtype)[None].expand(c, -1, -1), ch.suffix], dim=1)
-        return self.tower.encode(full, ch.eot)
+    @staticmethod
+    def _head(ctx: torch.Tensor, ch: EmbeddedPrompts) -> torch.Tensor:
+        """``[1, P + n_ctx, D]``: the prefix rows (equal for every class) followed by the ctx."""
+        return torch.cat([ch.prefix[0], ctx.to(ch.prefix.dtype)], dim=0)[None]
 
-    def noisy(self, ctx: torch.Tensor, noise: torch.Tensor, ch: _Chunk) -> torch.Tensor:
+    def clean(self, ctx: torch.Tensor, ch: EmbeddedPrompts) -> torch.Tensor:
+        if self.share:
+            return self.tower.encode_shared_prefix(self._head(ctx, ch), ch.suffix[None], ch.eot)[0]
+        return self.tower.encode(ch.assemble(ctx), ch.eot)
+
+    def noisy(self, ctx: torch.Tensor, noise: torch.Tensor, ch: EmbeddedPrompts) -> torch.Tensor:
         k, n_pre = noise.shape[0], ch.prefix.shape[1] + ctx.shape[0]
         n = n_pre + ch.suffix.shape[1]
         if self.share:
-            head = torch.cat([ch.prefix[0], ctx.to(ch.prefix.dtype)], dim=0)[None] + noise[:, :n_pre]
+            head = self._head(ctx, ch) + noise[:, :n_pre]
             rest = ch.suffix[None] + noise[:, None, n_pre:n]
             return self.tower.encode_shared_prefix(head, rest, ch.eot)
-        c = ch.prefix.shape[0]
-        full = torch.cat([ch.prefix, ctx.to(ch.prefix.dtype)[None].expand(c, -1, -1), ch.suffix], dim=1)
-        full = full[None] + noise[:, None, :n]
-        return self.tower.encode(full.flatten(0, 1), ch.eot.repeat(k)).view(k, c, -1)
+        full = ch.assemble(ctx)[None] + noise[:, None, :n]
+        return self.tower.encode(full.flatten(0, 1), ch.eot.repeat(k)).view(k, ch.num_classes, -1)
 
 
 def optimize_flat_prompt(
@@ -214,20 +203,19 @@ def optimize_flat_prompt(
     prompts = EmbeddedPrompts(
         prefix=prompts.prefix.detach().float().to(device),
         suffix=suffix[:, : n_used - n_pre - n_ctx].to(device),
-        eot=prompts.eot.to(device),
+        eot=prompts.eot.cpu(),  # the towers read lengths from it without a device sync
     )
 
-    share = bool(getattr(tower, "supports_shared_prefix", False)) and config.share_prefix
+    share = tower.supports_shared_prefix and config.share_prefix
     share = share and bool((prompts.prefix == prompts.prefix[:1]).all())
     enc = _Encoder(tower, share)
     chunks = []
-    eot_cpu = prompts.eot.cpu()  # the towers read lengths from it without a device sync
     overhead = _CHUNK_OVERHEAD.get(device.type, _CHUNK_OVERHEAD_OTHER)
-    for idx in _plan_chunks(eot_cpu, n_pre + n_ctx, config.chunk_classes, overhead):
-        eot = eot_cpu[idx]
+    for idx in _plan_chunks(prompts.eot, n_pre + n_ctx, config.chunk_classes, overhead):
+        eot = prompts.eot[idx]
         keep = int(eot.max()) + 1 - n_pre - n_ctx
-        idx = idx.to(device)
-        chunks.append(_Chunk(idx, prompts.prefix[idx], prompts.suffix[idx, :keep], eot))
+        rows = idx.to(device)
+        chunks.append(EmbeddedPrompts(prompts.prefix[rows], prompts.suffix[rows, :keep], eot))
     amp = _autocast(config, device, tower.dtype)
 
     predefined = predefined_ctx.detach().float().to(device)

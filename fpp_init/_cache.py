@@ -37,6 +37,13 @@ def default_cache_dir() -> Path:
     return Path(base) / "fpp-init"
 
 
+def resolve_cache_dir(cache: bool | str | os.PathLike[str] | None) -> Path | None:
+    """The cache folder a ``cache=`` option means: ``False``/``None`` none, ``True`` the default, else that folder."""
+    if cache is None or cache is False:
+        return None
+    return default_cache_dir() if cache is True else Path(cache)
+
+
 def _tensor_digest(t: torch.Tensor | None) -> str | None:
     if t is None:
         return None

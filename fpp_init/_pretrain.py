@@ -12,12 +12,13 @@ import torch
 from torch import nn
 
 from . import constants as C
-from ._algorithm import EmbeddedPrompts, optimize_flat_prompt
+from ._algorithm import EmbeddedPrompts, FPPResult, optimize_flat_prompt
+from ._cache import cache_key, lookup, resolve_cache_dir, store
 from ._utils import frozen
 from .config import FPPConfig
 from .errors import ClassNameError, ConfigError, ModelLoadError, PromptShapeError, TemplateError
 from .prompt import FPPPrompt
-from .towers import CLIPTextTower
+from .towers import CLIPTextTower, fingerprint_text_tower
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def _check_clip_model(model: Any) -> nn.Module:
 
 def fingerprint_model(model: nn.Module) -> str:
     """Fingerprint of a CLIP model's text tower (same for fp16/fp32 copies and any device)."""
-    return CLIPTextTower.from_clip_model(_check_clip_model(model)).fingerprint()
+    return fingerprint_text_tower(_check_clip_model(model))
 
 
 def _validate_classnames(classnames: Any) -> list[str]:
@@ -172,9 +173,9 @@ def _text_setup(
 ) -> tuple[CLIPTextTower, torch.Tensor | None, int, str, str | None]:
     """``(tower, validated predefined ctx or None, n_ctx, text standing for the ctx, template used)``."""
     width = clip_model.positional_embedding.shape[-1]
-    tower = CLIPTextTower.from_clip_model(clip_model)
     if not CLIPTextTower.supports(clip_model.transformer, clip_model.positional_embedding):
         raise ModelLoadError("the model's text transformer is not an OpenAI-CLIP-style causal transformer")
+    tower = CLIPTextTower.from_clip_model(clip_model)
     if predefined_ctx is not None:
         predefined = _validate_ctx("predefined_ctx", predefined_ctx, width).float().cpu()
         n_ctx = predefined.shape[0]
@@ -239,6 +240,18 @@ def build_text_inputs(
     tower, given, n_ctx, lead, used_template = _text_setup(clip_model, template, predefined_ctx)
     prompts, predefined = _embed_class_prompts(clip_model, dev, names, len(names), n_ctx, lead, given)
     return TextInputs(clip_model, tower, prompts, predefined, dev, backbone, used_template)
+
+
+def prompt_from_result(result: FPPResult, config: FPPConfig, **meta: Any) -> FPPPrompt:
+    """The :class:`FPPPrompt` of an optimiser run: its ctx, history and final losses, the config
+    with the ``flat_weight`` actually used, and the provenance fields in ``meta``."""
+    return FPPPrompt(
+        ctx=result.ctx,
+        config={**config.to_dict(), "flat_weight": result.flat_weight},
+        final_losses=result.final_losses,
+        history=result.history,
+        **meta,
+    )
 
 
 def pretrain_flat_prompt(
@@ -319,11 +332,9 @@ def pretrain_flat_prompt(
         num_classes=n,
         fingerprint=fingerprint,
     )
-    cache_dir = _cache_dir(cache)
+    cache_dir = resolve_cache_dir(cache)
     key = None
     if cache_dir is not None:
-        from ._cache import cache_key, lookup
-
         key = cache_key(fingerprint, names, n, used_template, predefined, init_ctx, cfg)
         hit = lookup(cache_dir, key, fingerprint=fingerprint, n_ctx=n_ctx, width=width)
         if hit is not None:
@@ -341,20 +352,7 @@ def pretrain_flat_prompt(
             device=dev,
             progress=progress,
         )
-    config_dict = cfg.to_dict()
-    config_dict["flat_weight"] = result.flat_weight
-    prompt = FPPPrompt(ctx=result.ctx, config=config_dict, final_losses=result.final_losses, **meta)  # type: ignore[arg-type]
-    prompt.history = result.history
+    prompt = prompt_from_result(result, cfg, **meta)
     if cache_dir is not None and key is not None:
-        from ._cache import store
-
         store(cache_dir, key, prompt)
     return prompt
-
-
-def _cache_dir(cache: bool | str | os.PathLike[str]) -> Path | None:
-    if cache is False or cache is None:
-        return None
-    from ._cache import default_cache_dir
-
-    return default_cache_dir() if cache is True else Path(cache)

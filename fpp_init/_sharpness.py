@@ -240,12 +240,12 @@ def measure_sharpness(
     predefined_ctx = _validate_ctx("predefined_ctx", predefined_ctx, tower.width)
     if ctx.shape[0] != predefined_ctx.shape[0]:
         raise PromptShapeError(
-            f"ctx has {ctx.shape[0]} vectors but the predefined prompt has {predefined_ctx.shape[0]}: "
-            "measure against a reference of the same length"
+            f"the prompt has {ctx.shape[0]} context vectors but the reference prompt has "
+            f"{predefined_ctx.shape[0]}; pass reference= (a template or ctx) of the same length"
         )
 
     if device is None:
-        device = getattr(tower, "text_projection", torch.empty(0)).device
+        device = getattr(tower, "text_projection", prompts.prefix).device
     device = torch.device(device)
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     n_ctx, width = ctx.shape
@@ -449,11 +449,6 @@ def sharpness(
         ctx = source.detach().float().cpu()
     if fpp is not None and fpp.fingerprint and fpp.fingerprint != inputs.tower.fingerprint():
         logger.warning("prompt %s was pretrained for another text tower (fingerprint mismatch)", name)
-    if ctx.shape[0] != inputs.predefined_ctx.shape[0]:
-        raise PromptShapeError(
-            f"the prompt has {ctx.shape[0]} context vectors but the reference prompt has "
-            f"{inputs.predefined_ctx.shape[0]}; pass reference= (a template or ctx) of the same length"
-        )
     with frozen([inputs.model]):
         return measure_sharpness(
             inputs.tower,

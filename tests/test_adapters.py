@@ -233,6 +233,19 @@ def test_given_prompt_is_checked_by_fingerprint_and_installed(tiny_clip: torch.n
         fpp_init.apply(model, torch.zeros(3, 128))
     with pytest.raises(PromptMismatchError, match="another backbone"):
         fpp_init.apply(model, torch.zeros(4, 64))
+    with pytest.raises(PromptMismatchError, match="finite, non-empty float"):
+        fpp_init.apply(model, torch.full((4, 128), float("nan")))
+
+
+def test_apply_again_after_new_weights_checks_the_new_weights(tiny_clip: torch.nn.Module) -> None:
+    prompt = reference(tiny_clip, NAMES_A)
+    model = copy.deepcopy(get_coop(tiny_clip, NAMES_A))
+    handle = fpp_init.apply(model, prompt)
+    with torch.no_grad():  # the script loads other CLIP weights into the same model
+        model.text_encoder.text_projection.mul_(2.0)
+    with pytest.raises(PromptMismatchError, match="fingerprint"):
+        fpp_init.apply(model, prompt)
+    assert handle.active and handle.prompt is prompt
 
 
 def test_given_class_agnostic_prompt_is_reinstalled_per_dataset(tiny_clip: torch.nn.Module) -> None:

@@ -148,3 +148,12 @@ def test_offline_download_says_pass_weights(monkeypatch, tmp_path):
 def test_all_errors_share_one_base():
     for cls in (ClassNameError, ConfigError, ModelLoadError, PromptShapeError, TemplateError):
         assert issubclass(cls, FPPError)
+
+
+def test_non_clip_text_transformer(tiny_ckpt):
+    from fpp_init._clip import load_clip_model
+
+    model = load_clip_model(str(tiny_ckpt), "cpu")
+    model.transformer = torch.nn.Sequential(torch.nn.Identity())
+    with pytest.raises(ModelLoadError, match="not an OpenAI-CLIP-style causal transformer"):
+        run(model)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import types
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
 import torch
 
 from .._algorithm import optimize_flat_prompt
+from .._cache import resolve_cache_dir
+from .._pretrain import prompt_from_result
 from .._utils import frozen
 from ..config import FPPConfig
 from ..errors import ConfigError, PromptMismatchError
@@ -44,6 +47,18 @@ class _ResetHook:
         return out
 
 
+@dataclass(frozen=True)
+class _Options:
+    """What an ``apply`` call asked for (kept so a class-set change can be served the same way)."""
+
+    source: FPPPrompt | None
+    config: FPPConfig
+    cache_dir: Path | None
+    progress: bool
+    device: torch.device | None
+    strict: bool
+
+
 class FPPHandle:
     """An FPP installation in a live model; undo it with :meth:`remove` or a ``with`` block.
 
@@ -55,27 +70,12 @@ class FPPHandle:
         active: ``False`` once removed.
     """
 
-    def __init__(
-        self,
-        live: LiveModel,
-        *,
-        source: FPPPrompt | None,
-        config: FPPConfig,
-        cache_dir: Path | None,
-        progress: bool,
-        device: torch.device | None,
-        strict: bool,
-    ) -> None:
+    def __init__(self, live: LiveModel, options: _Options) -> None:
         self._live = live
         self.family = live.family
         self.predefined = live.current_init()
         self._snapshot: Snapshot | None = None
-        self._source = source
-        self._config = config
-        self._cache_dir = cache_dir
-        self._progress = progress
-        self._device = device
-        self._strict = strict
+        self._opts = options
         self._memo: dict[str, FPPPrompt] = {}
         self._fingerprint: str | None = None
         self._hook: _ResetHook | None = None
@@ -117,9 +117,9 @@ class FPPHandle:
     # -- internals ------------------------------------------------------------------------
     def _resolve(self) -> FPPPrompt:
         """The prompt for the model's current class set (given, memoised, cached or pretrained)."""
-        if self._source is not None:
-            self._check_source(self._source)
-            return self._source
+        if self._opts.source is not None:
+            self._check_source(self._opts.source)
+            return self._opts.source
         return self._pretrain()
 
     def _tower_fingerprint(self) -> str:
@@ -139,7 +139,7 @@ class FPPHandle:
                     else f"pretrain with a {live.n_ctx}-token template or change the model's ctx_init / n_ctx"
                 )
             )
-        if self._strict and prompt.fingerprint is not None and prompt.fingerprint != self._tower_fingerprint():
+        if self._opts.strict and prompt.fingerprint is not None and prompt.fingerprint != self._tower_fingerprint():
             raise PromptMismatchError(
                 f"the prompt was pretrained for a text tower with fingerprint {prompt.fingerprint} "
                 f"(backbone {prompt.backbone!r}) but this model's text tower has {self._tower_fingerprint()}: "
@@ -169,13 +169,13 @@ class FPPHandle:
         names = live.classnames()
         template = live.template()
         fingerprint = self._tower_fingerprint()
-        cfg = self._config
+        cfg, cache_dir = self._opts.config, self._opts.cache_dir
         where = f"live:{live.family}:{live.ctx_start}:{live.prompts_digest()}"  # what the class set embeds
         key = cache_key(fingerprint, names, live.num_classes, where, self.predefined, None, cfg)
         if key in self._memo:
             return self._memo[key]
-        if self._cache_dir is not None:
-            hit = lookup(self._cache_dir, key, fingerprint=fingerprint, n_ctx=live.n_ctx, width=live.width)
+        if cache_dir is not None:
+            hit = lookup(cache_dir, key, fingerprint=fingerprint, n_ctx=live.n_ctx, width=live.width)
             if hit is not None:
                 logger.info("FPP cache hit %s (%d classes)", key, live.num_classes)
                 self._memo[key] = hit
@@ -186,25 +186,23 @@ class FPPHandle:
         with frozen([live.text_encoder]):
             tower = live.tower()
             prompts = live.embedded()
-            device = self._device or live.device
-            result = optimize_flat_prompt(tower, prompts, self.predefined, cfg, device=device, progress=self._progress)
-        config_dict = cfg.to_dict()
-        config_dict["flat_weight"] = result.flat_weight
-        prompt = FPPPrompt(
-            ctx=result.ctx,
+            device = self._opts.device or live.device
+            result = optimize_flat_prompt(
+                tower, prompts, self.predefined, cfg, device=device, progress=self._opts.progress
+            )
+        prompt = prompt_from_result(
+            result,
+            cfg,
             backbone=_backbone(live),
             template=template,
             classnames=names,
             class_agnostic=False,
             num_classes=live.num_classes,
-            config=config_dict,
-            final_losses=result.final_losses,
             fingerprint=fingerprint,
         )
-        prompt.history = result.history
         self._memo[key] = prompt
-        if self._cache_dir is not None:
-            store(self._cache_dir, key, prompt)
+        if cache_dir is not None:
+            store(cache_dir, key, prompt)
         return prompt
 
     def _install(self, prompt: FPPPrompt) -> None:
@@ -229,22 +227,14 @@ class FPPHandle:
         self._install(self._resolve())
         logger.info("FPP prompt re-installed for %d classes", live.num_classes)
 
-    def _update(
-        self,
-        source: FPPPrompt | None,
-        config: FPPConfig,
-        cache_dir: Path | None,
-        progress: bool,
-        device: torch.device | None,
-        strict: bool,
-    ) -> None:
-        old = (self._source, self._config, self._cache_dir, self._progress, self._device, self._strict)
-        self._source, self._config, self._cache_dir = source, config, cache_dir
-        self._progress, self._device, self._strict = progress, device, strict
+    def _update(self, options: _Options) -> None:
+        """Serve a new ``apply`` call: new options, and the weights may have changed since."""
+        old = (self._opts, self._fingerprint)
+        self._opts, self._fingerprint = options, None
         try:
             prompt = self._resolve()
         except BaseException:
-            self._source, self._config, self._cache_dir, self._progress, self._device, self._strict = old
+            self._opts, self._fingerprint = old
             raise
         self._install(prompt)
 
@@ -264,9 +254,15 @@ def _as_prompt(source: Any) -> FPPPrompt | None:
     if source is None or isinstance(source, FPPPrompt):
         return source
     if isinstance(source, torch.Tensor):
-        if source.dim() != 2 or not source.is_floating_point():
+        if (
+            source.dim() != 2
+            or not source.is_floating_point()
+            or source.numel() == 0
+            or not bool(torch.isfinite(source).all())
+        ):
             raise PromptMismatchError(
-                f"a ctx tensor must be a float [n_ctx, D] tensor, got {source.dtype} {tuple(source.shape)}"
+                f"a ctx tensor must be a finite, non-empty float [n_ctx, D] tensor, got {source.dtype} "
+                f"{tuple(source.shape)}"
             )
         return FPPPrompt(ctx=source.detach().float().cpu().clone(), template=None)
     if isinstance(source, (str, os.PathLike)):
@@ -277,14 +273,6 @@ def _as_prompt(source: Any) -> FPPPrompt | None:
         f"source must be an FPPPrompt, a [n_ctx, D] tensor, a prompt file path or an hf:// reference; "
         f"got {type(source).__name__}"
     )
-
-
-def _cache_dir(cache: bool | str | os.PathLike[str] | None) -> Path | None:
-    if cache is None or cache is False:
-        return None
-    from .._cache import default_cache_dir
-
-    return default_cache_dir() if cache is True else Path(cache)
 
 
 def apply(
@@ -352,17 +340,16 @@ def apply(
         cfg = cfg.replace(**options)
     live = LiveModel(model)
     prompt_source = _as_prompt(source)
-    cache_dir = _cache_dir(cache)
+    cache_dir = resolve_cache_dir(cache)
     dev = torch.device(device) if device is not None else None
+    opts = _Options(source=prompt_source, config=cfg, cache_dir=cache_dir, progress=progress, device=dev, strict=strict)
 
     existing = live.learner.__dict__.get(_STATE_ATTR)
     if isinstance(existing, FPPHandle) and existing.active:
-        existing._update(prompt_source, cfg, cache_dir, progress, dev, strict)
+        existing._update(opts)
         return existing
 
-    handle = FPPHandle(
-        live, source=prompt_source, config=cfg, cache_dir=cache_dir, progress=progress, device=dev, strict=strict
-    )
+    handle = FPPHandle(live, opts)
     if live.family == "maple":
         logger.warning(MAPLE_WARNING)
     prompt = handle._resolve()  # may fail: nothing has been modified yet

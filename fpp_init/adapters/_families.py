@@ -12,7 +12,7 @@ from torch import nn
 
 from .._algorithm import EmbeddedPrompts
 from ..errors import AdapterError
-from ..towers import CallableTextTower, CLIPTextTower, TextTower, fingerprint_modules
+from ..towers import TEXT_PARTS, CallableTextTower, CLIPTextTower, TextTower, fingerprint_modules
 from ._detect import detect, encoder_convention
 
 logger = logging.getLogger(__name__)
@@ -236,7 +236,7 @@ class LiveModel:
 
     def _encoder_modules(self) -> list[nn.Module | torch.Tensor]:
         enc = self.text_encoder
-        parts = [getattr(enc, a, None) for a in ("positional_embedding", "transformer", "ln_final", "text_projection")]
+        parts = [getattr(enc, a, None) for a in TEXT_PARTS]
         if not all(p is not None for p in parts):
             parts = [enc]
         if self.convention == "compound":  # the deep prompts are part of the text tower's function

@@ -10,8 +10,6 @@ from collections.abc import Sequence
 from .._version import __version__
 from ..errors import FPPError
 
-_SUBCOMMANDS = ("pretrain",)
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

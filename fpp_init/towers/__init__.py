@@ -8,6 +8,13 @@ from __future__ import annotations
 
 from ._base import TextTower
 from .callable import CallableTextTower
-from .openai import CLIPTextTower, fingerprint_modules
+from .openai import TEXT_PARTS, CLIPTextTower, fingerprint_modules, fingerprint_text_tower
 
-__all__ = ["TextTower", "CLIPTextTower", "CallableTextTower", "fingerprint_modules"]
+__all__ = [
+    "TEXT_PARTS",
+    "CLIPTextTower",
+    "CallableTextTower",
+    "TextTower",
+    "fingerprint_modules",
+    "fingerprint_text_tower",
+]

@@ -26,7 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CLIPTextTower", "fingerprint_modules", "is_openai_text_transformer"]
+#: The parts of a text tower, as clip-anytorch's CLIP and TPT-family ``TextEncoder`` name them.
+TEXT_PARTS = ("positional_embedding", "transformer", "ln_final", "text_projection")
+
+__all__ = ["TEXT_PARTS", "CLIPTextTower", "fingerprint_modules", "fingerprint_text_tower", "is_openai_text_transformer"]
 
 _HAS_SDPA = hasattr(F, "scaled_dot_product_attention")
 _FP_SAMPLES = 4096
@@ -76,6 +79,11 @@ def is_openai_text_transformer(transformer: nn.Module, context_length: int) -> b
         if not _is_causal_mask(getattr(blk, "attn_mask", None), context_length):
             return False
     return True
+
+
+def fingerprint_text_tower(obj: object) -> str:
+    """Fingerprint of the :data:`TEXT_PARTS` of ``obj`` (a CLIP model, a text encoder or a tower)."""
+    return fingerprint_modules([getattr(obj, a) for a in TEXT_PARTS])
 
 
 def _layer_norm(ln: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -200,7 +208,7 @@ class CLIPTextTower:
         return is_openai_text_transformer(transformer, positional_embedding.shape[-2])
 
     def fingerprint(self) -> str:
-        return fingerprint_modules([self.positional_embedding, self.transformer, self.ln_final, self.text_projection])
+        return fingerprint_text_tower(self)
 
     # -- blocks -------------------------------------------------------------------------
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
