@@ -55,10 +55,10 @@ import time
 from pathlib import Path
 
 import torch
-
-from fpp_init import FPPConfig
 from fpp_init._algorithm import EmbeddedPrompts, optimize_flat_prompt
 from fpp_init._clip import import_clip, tokenizer
+
+from fpp_init import FPPConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "classnames"

@@ -1,9 +1,11 @@
-"""Constants of FPP and of the file format, in one place."""
+"""Constants of FPP, of the file format, of the cache and of the Hub, in one place (no imports)."""
 
 from __future__ import annotations
 
 #: The hand-written prompt of the paper; ``n_ctx`` follows from its tokens.
 DEFAULT_TEMPLATE = "a photo of a"
+#: Context length of the TPT-family default prompt ("a photo of a").
+TPT_N_CTX = 4
 #: CLIP backbone used when none is given (the paper's).
 DEFAULT_ARCH = "ViT-B/16"
 
@@ -25,11 +27,57 @@ DEFAULT_AGNOSTIC_CLASSES = 100
 AGNOSTIC_PLACEHOLDER = "XX"
 #: Classes per chunk of the class-chunked step (bounds peak memory).
 DEFAULT_CHUNK_CLASSES = 128
+#: Steps between two checks for NaN / Inf losses during optimisation (one device sync each).
+FINITE_CHECK_EVERY = 25
+
+# Limits of accepted values (far beyond any real use; they keep bad input from reaching torch).
+MAX_STEPS = 10**9
+MAX_SEED = 2**63 - 1
+MAX_NUM_NOISE = 10**6
+MAX_NUM_CLASSES = 10**7
+MAX_BINS = 10**6
+
+# Sharpness diagnostics.
+#: Noise scales, as multiples of FPP's ``ctx_noise`` / ``cls_noise``.
+DEFAULT_SHARPNESS_FACTORS = (0.0, 0.5, 1.0, 2.0, 4.0)
+DEFAULT_SHARPNESS_DRAWS = 8
+
+# Text-tower fingerprint.
+#: Values sampled (evenly strided) from each weight tensor.
+FINGERPRINT_SAMPLES = 4096
+#: Positional-embedding rows hashed: every usable text tower has at least these, and a
+#: prompt's result does not depend on how many positions the tower has beyond its prompts.
+FINGERPRINT_POSITIONS = 16
 
 # File format.
 FORMAT_NAME = "fpp-init"
 FORMAT_VERSION = 1
 CTX_KEY = "ctx"
+SUFFIX = ".safetensors"
+#: No prompt file is larger (a [64, 4096] fp32 ctx is 1 MiB); reads stop here.
+MAX_PROMPT_FILE_BYTES = 64 * 2**20
+#: Largest safetensors header accepted (metadata with 1,000,000 class names fits).
+MAX_HEADER_BYTES = 32 * 2**20
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".tar")
 
 # Cache.
 CACHE_ENV = "FPP_INIT_CACHE"
+#: Metadata key with which a cache entry records its own key.
+CACHE_KEY_FIELD = "fpp_cache_key"
+
+# Hugging Face Hub.
+HUB_SCHEME = "hf://"
+#: Seconds the connectivity probe waits before a Hub download is treated as offline.
+HUB_PROBE_TIMEOUT = 3.0
+
+# Model references (see fpp_init.backbones).
+OPEN_CLIP_PREFIX = "open_clip:"
+HF_PREFIX = "hf:"
+
+#: Hub ids of OpenAI CLIP checkpoints by clip-anytorch name (model cards' ``base_model``).
+OPENAI_HUB_IDS = {
+    "ViT-B/32": "openai/clip-vit-base-patch32",
+    "ViT-B/16": "openai/clip-vit-base-patch16",
+    "ViT-L/14": "openai/clip-vit-large-patch14",
+    "ViT-L/14@336px": "openai/clip-vit-large-patch14-336",
+}

@@ -36,7 +36,7 @@ rows must sum to 1 (``atol`` 1e-3, 1e-2 for 16-bit dtypes); labels must be
 integers in ``[0, K)``; bad input raises :class:`~fpp_init.errors.MetricInputError`.
 
 :func:`reliability_diagram` draws the ECE bins with matplotlib
-(``pip install "fpp-init[plot]"``).
+(the ``plot`` extra).
 """
 
 from __future__ import annotations
@@ -47,7 +47,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from . import constants as const
+from ._validate import check_bool, check_int
 from .errors import MetricInputError
+from .plotting import plot_reliability
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -81,13 +84,12 @@ def _as_tensor(x: Any, name: str) -> torch.Tensor:
 
 
 def _check_bins(n_bins: int) -> int:
-    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
-        raise MetricInputError(f"n_bins must be a positive int, got {n_bins!r}")
-    return n_bins
+    return check_int(n_bins, "n_bins", min=1, max=const.MAX_BINS, error=MetricInputError)
 
 
 def _prepare(probs: Any, labels: Any, from_logits: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Validated ``(probs [N, K] float on CPU, labels [N] int64)``."""
+    check_bool(from_logits, "from_logits", error=MetricInputError)
     p = _as_tensor(probs, "logits" if from_logits else "probs")
     y = _as_tensor(labels, "labels")
     what = "logits" if from_logits else "probs"
@@ -333,12 +335,10 @@ def reliability_diagram(
 ) -> Figure:
     """Reliability diagram (accuracy per confidence bin, gap to the diagonal, ECE in the legend).
 
-    Needs matplotlib (``pip install "fpp-init[plot]"``); raises
+    Needs matplotlib (the ``plot`` extra); raises
     :class:`~fpp_init.errors.PlotDependencyError` without it. Writes a PNG to ``path`` if
     given (atomically) and returns the matplotlib ``Figure`` (two axes: the diagram and a
     histogram of the confidences).
     """
-    from ._plot import plot_reliability
-
     bins = reliability_bins(probs, labels, n_bins=n_bins, from_logits=from_logits)
     return plot_reliability(bins, title=title, path=path)

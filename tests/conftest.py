@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fpp_init._clip import import_clip
+from fpp_init.backbones.clip import import_clip
+from fpp_init.towers import CausalTextTower, openai_spec
 
 # Tiny models: one thread is fastest, and avoids OpenMP spin-waits on a busy 2-core machine.
 torch.set_num_threads(1)
@@ -37,6 +38,17 @@ def build_tiny_clip(width: int = 128, layers: int = 2, seed: int = 0, context_le
         with torch.no_grad():
             model.positional_embedding.normal_(0, 0.02)
     return model.eval()
+
+
+def clip_tower(model: torch.nn.Module) -> CausalTextTower:
+    """The fast tower of a clip-anytorch model (or a TPT-style text encoder with the same parts)."""
+    spec = openai_spec(model.transformer, model.positional_embedding, model.ln_final, model.text_projection)
+    assert spec is not None
+    return CausalTextTower(spec)
+
+
+def is_fast_tower(model: torch.nn.Module) -> bool:
+    return openai_spec(model.transformer, model.positional_embedding, model.ln_final, model.text_projection) is not None
 
 
 def save_and_load(model: torch.nn.Module, path: Path) -> torch.nn.Module:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import logging
 
 import pytest
 import torch
@@ -12,8 +11,8 @@ from standins import TextEncoder, get_cocoop, get_maple, load_trained
 
 import fpp_init
 from fpp_init import AdapterError, PromptMismatchError
-from fpp_init._algorithm import EmbeddedPrompts, optimize_flat_prompt
-from fpp_init._utils import frozen
+from fpp_init._runtime import frozen
+from fpp_init.algorithm import EmbeddedPrompts, optimize_flat_prompt
 from fpp_init.config import FPPConfig
 from fpp_init.towers import CallableTextTower
 
@@ -39,7 +38,14 @@ def images(n: int = 3) -> torch.Tensor:
 def cocoop_direct(model: torch.nn.Module, predefined: torch.Tensor) -> torch.Tensor:
     """FPP by hand on the live text encoder and prompt_generator's prompts (no adapter code)."""
     pg, enc = model.prompt_generator, model.text_encoder
-    tower = CallableTextTower(lambda x, t: enc(x, t), width=128, context_length=77, dtype=torch.float32)
+    tower = CallableTextTower(
+        lambda x, t: enc(x, t),
+        width=128,
+        context_length=77,
+        dtype=torch.float32,
+        device=torch.device("cpu"),
+        fingerprint=str,
+    )
     with frozen([enc]):
         return optimize_flat_prompt(tower, embedded(pg), predefined, CFG, progress=False).ctx
 
@@ -150,7 +156,14 @@ def maple_direct(model: torch.nn.Module, predefined: torch.Tensor, deep: list[to
     """FPP by hand through the MaPLe text encoder with the given deep prompts (default: the model's)."""
     pl, enc = model.prompt_learner, model.text_encoder
     deep = [p.detach().clone() for p in pl.compound_prompts_text] if deep is None else deep
-    tower = CallableTextTower(lambda x, t: enc(x, t, deep), width=128, context_length=77, dtype=torch.float32)
+    tower = CallableTextTower(
+        lambda x, t: enc(x, t, deep),
+        width=128,
+        context_length=77,
+        dtype=torch.float32,
+        device=torch.device("cpu"),
+        fingerprint=str,
+    )
     with frozen([enc]):
         return optimize_flat_prompt(tower, embedded(pl), predefined, CFG, progress=False)
 
@@ -170,9 +183,9 @@ def test_maple_pretrains_through_the_deep_prompts(clip3: torch.nn.Module, caplog
     pl = model.prompt_learner
     assert pl.token_prefix.shape[1] == 1 and pl.ctx.shape == (2, 128) and len(pl.compound_prompts_text) == 2
     trained = pl.ctx.detach().clone()
-    with caplog.at_level(logging.WARNING, logger="fpp_init"):
+    with pytest.warns(fpp_init.BeyondPaperWarning, match=r"beyond the paper.*") as record:
         handle = fpp_init.apply(model, **FAST)
-    assert "beyond the paper" in caplog.text and "proj" in caplog.text
+    assert "proj" in str(record[0].message)
     torch.testing.assert_close(handle.predefined, trained)  # aligned with the original (trained) ctx
     direct = maple_direct(model, trained)
     torch.testing.assert_close(handle.prompt.ctx, direct.ctx, atol=1e-5, rtol=0)

@@ -1,10 +1,11 @@
-"""The local prompt cache: keys, hits without optimising, misses, damaged entries, concurrent writers."""
+"""The local prompt cache: keys, hits without optimising, misses, foreign and damaged entries, a cache
+that cannot be used, concurrent writers."""
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
+import warnings
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,11 @@ import torch
 from test_hub import make_prompt
 
 import fpp_init
-import fpp_init._pretrain as pretrain_module
+import fpp_init.api.pretrain as pretrain_module
 from fpp_init import FPPConfig
-from fpp_init._cache import cache_key, default_cache_dir, entry_path, lookup, store
+from fpp_init._io import default_cache_dir
+from fpp_init.artifacts import read_prompt_file
+from fpp_init.artifacts.cache import CacheRequest, PromptCache
 
 NAMES = ["banded", "blotchy", "braided", "bubbly"]
 
@@ -26,6 +29,20 @@ def _fail(*args: object, **kwargs: object) -> None:
 def _run(model: torch.nn.Module, cache: object, names: list[str] = NAMES, **kw: object) -> fpp_init.FPPPrompt:
     options = {"steps": 3, "seed": 0, **kw}
     return fpp_init.pretrain_flat_prompt(model, names, progress=False, cache=cache, **options)  # type: ignore[arg-type]
+
+
+def _request(prompt: fpp_init.FPPPrompt, **changes: object) -> CacheRequest:
+    values: dict[str, object] = dict(
+        fingerprint=prompt.fingerprint,
+        classnames=prompt.classnames,
+        num_classes=prompt.num_classes,
+        template=prompt.template,
+        predefined=torch.ones(4, 128),
+        init_ctx=None,
+        config=FPPConfig.from_dict(prompt.config),
+    )
+    values.update(changes)
+    return CacheRequest(**values)  # type: ignore[arg-type]
 
 
 def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -47,8 +64,8 @@ def test_cache_key_covers_every_input() -> None:
         init_ctx=None,
         config=FPPConfig(),
     )
-    key = cache_key(**base)  # type: ignore[arg-type]
-    assert key == cache_key(**base)  # type: ignore[arg-type]
+    key = CacheRequest(**base).key  # type: ignore[arg-type]
+    assert key == CacheRequest(**base).key  # type: ignore[arg-type]
     assert len(key) == 32
     changes = [
         {"fingerprint": "fp2"},
@@ -63,11 +80,16 @@ def test_cache_key_covers_every_input() -> None:
         {"config": FPPConfig(flat_weight=2.0)},
         {"config": FPPConfig(ctx_noise=0.0)},
     ]
-    keys = {cache_key(**{**base, **c}) for c in changes}  # type: ignore[arg-type]
+    keys = {CacheRequest(**{**base, **c}).key for c in changes}  # type: ignore[arg-type]
     assert len(keys) == len(changes) and key not in keys
     # execution-only fields do not change the result, so not the key
-    for cfg in (FPPConfig(chunk_classes=1), FPPConfig(share_prefix=False), FPPConfig(autocast="off")):
-        assert cache_key(**{**base, "config": cfg}) == key  # type: ignore[arg-type]
+    for cfg in (
+        FPPConfig(chunk_classes=1),
+        FPPConfig(share_prefix=False),
+        FPPConfig(autocast="off"),
+        FPPConfig(threads=1),
+    ):
+        assert CacheRequest(**{**base, "config": cfg}).key == key  # type: ignore[arg-type]
 
 
 def test_hit_skips_optimiser_and_changed_config_misses(
@@ -75,14 +97,14 @@ def test_hit_skips_optimiser_and_changed_config_misses(
 ) -> None:
     cache = tmp_path / "cache"
     first = _run(tiny_clip, cache)
-    assert first.history and len(first.history["loss"]) == 3
+    assert first.history and len(first.history["loss"]) == 3 and first.cache_entry is None
     (entry,) = list(cache.iterdir())
     stat, data = entry.stat(), entry.read_bytes()
 
     monkeypatch.setattr(pretrain_module, "optimize_flat_prompt", _fail)
     hit = _run(tiny_clip, cache)
     assert torch.equal(hit.ctx, first.ctx)
-    assert hit.history == {}  # nothing ran
+    assert hit.history == {} and hit.cache_entry == entry  # nothing ran; it says where it came from
     assert hit.final_losses == first.final_losses and hit.config == first.config
     assert hit.fingerprint == first.fingerprint and hit.classnames == NAMES
     assert entry.stat().st_mtime_ns == stat.st_mtime_ns and entry.read_bytes() == data
@@ -97,7 +119,7 @@ def test_hit_skips_optimiser_and_changed_config_misses(
         _run(tiny_clip, cache, names=NAMES[:3])
     with pytest.raises(AssertionError, match="should have been a cache hit"):
         fpp_init.pretrain_flat_prompt(tiny_clip, NAMES, template="a picture of a", steps=3, progress=False, cache=cache)
-    # cache=False never reads the cache
+    # cache=False (the default) never reads the cache
     with pytest.raises(AssertionError, match="should have been a cache hit"):
         _run(tiny_clip, False)
 
@@ -117,60 +139,80 @@ def test_cache_true_uses_env_folder(
     assert torch.equal(_run(tiny_clip, True, names=NAMES[:2]).ctx, first.ctx)
 
 
-def test_damaged_entry_is_a_miss_and_rewritten(
-    tiny_clip: torch.nn.Module, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_damaged_entry_is_a_miss_and_rewritten(tiny_clip: torch.nn.Module, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     first = _run(tiny_clip, cache, names=NAMES[:2])
     (entry,) = list(cache.iterdir())
     entry.write_bytes(entry.read_bytes()[:50])
-    with caplog.at_level(logging.WARNING, logger="fpp_init._cache"):
+    with pytest.warns(fpp_init.CacheWarning, match="ignoring unusable prompt cache entry"):
         again = _run(tiny_clip, cache, names=NAMES[:2])
-    assert "ignoring unusable FPP cache entry" in caplog.text
     assert again.history  # recomputed
     assert torch.equal(again.ctx, first.ctx)  # same seed, same result
     assert fpp_init.load_fpp_prompt(entry).n_ctx == first.n_ctx  # rewritten whole
 
 
-def test_lookup_rejects_foreign_entry(tmp_path: Path) -> None:
-    prompt = make_prompt()
-    store(tmp_path, "k", prompt)
-    assert torch.equal(lookup(tmp_path, "k", fingerprint=prompt.fingerprint, n_ctx=4, width=128).ctx, prompt.ctx)  # type: ignore[union-attr]
-    assert lookup(tmp_path, "k", fingerprint="another") is None
-    assert lookup(tmp_path, "k", n_ctx=5) is None
-    assert lookup(tmp_path, "k", width=512) is None
-    assert lookup(tmp_path, "absent") is None
+def test_entry_copied_onto_another_key_is_a_miss(tiny_clip: torch.nn.Module, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cat_dog = _run(tiny_clip, cache, names=["cat", "dog"])
+    (cat_entry,) = list(cache.iterdir())
+    car_bus = _run(tiny_clip, cache, names=["car", "bus"])
+    car_entry = next(p for p in cache.iterdir() if p != cat_entry)
+    car_entry.write_bytes(cat_entry.read_bytes())  # the cat/dog entry now sits under the car/bus key
+    again = _run(tiny_clip, cache, names=["car", "bus"])
+    assert again.history and again.cache_entry is None  # recomputed, not served from the foreign entry
+    assert torch.equal(again.ctx, car_bus.ctx) and not torch.equal(again.ctx, cat_dog.ctx)
+    assert read_prompt_file(car_entry).prompt.classnames == ["car", "bus"]  # and rewritten
 
 
-def test_unwritable_cache_does_not_fail_the_run(
-    tiny_clip: torch.nn.Module, tmp_path: Path, caplog: pytest.LogCaptureFixture
+def test_lookup_checks_the_entrys_own_metadata(tmp_path: Path) -> None:
+    prompt = make_prompt(fingerprint="00ff00ff00ff00ff")
+    cache = PromptCache(tmp_path)
+    request = _request(prompt)
+    cache.store(request, prompt)
+    assert torch.equal(cache.lookup(request).ctx, prompt.ctx)  # type: ignore[union-attr]
+    assert cache.lookup(_request(prompt, fingerprint="another")) is None
+    assert cache.lookup(_request(prompt, config=FPPConfig(steps=8, seed=0))) is None
+    # the same file under the key of another request is foreign
+    other = _request(prompt, predefined=torch.zeros(4, 128))
+    cache.path(request.key).rename(cache.path(other.key))
+    assert cache.lookup(other) is None
+
+
+def test_cache_folder_that_cannot_be_used_warns_once_and_the_run_goes_on(
+    tiny_clip: torch.nn.Module, tmp_path: Path
 ) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with caplog.at_level(logging.WARNING, logger="fpp_init._cache"):
-        prompt = _run(tiny_clip, blocker, names=NAMES[:2])
-    assert prompt.history and "could not write FPP cache entry" in caplog.text
-    assert store(blocker, "k", prompt) is None
+    for folder in (blocker, blocker / "sub"):  # a file where the folder should be; a folder below a file
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            prompt = _run(tiny_clip, folder, names=NAMES[:2])
+        assert prompt.history and torch.isfinite(prompt.ctx).all()
+        cache_warnings = [w for w in seen if issubclass(w.category, fpp_init.CacheWarning)]
+        assert len(cache_warnings) == 1 and "disabled" in str(cache_warnings[0].message)
+    assert blocker.read_text() == "not a folder"
 
 
 def test_concurrent_writers_and_readers(tmp_path: Path) -> None:
     prompts = [make_prompt(seed=s) for s in range(4)]
+    cache = PromptCache(tmp_path)
+    request = _request(prompts[0])
     errors: list[BaseException] = []
     seen: list[torch.Tensor] = []
     stop = threading.Event()
+    path = cache.path(request.key)
 
     def write(p: fpp_init.FPPPrompt) -> None:
         try:
             for _ in range(25):
-                assert store(tmp_path, "key", p) == entry_path(tmp_path, "key")
+                assert cache.store(request, p) == path
         except BaseException as exc:  # pragma: no cover
             errors.append(exc)
 
     def read() -> None:
         while not stop.is_set():
-            hit = lookup(tmp_path, "key")
-            if hit is not None:
-                seen.append(hit.ctx)
+            if path.exists():
+                seen.append(read_prompt_file(path).prompt.ctx)
 
     reader = threading.Thread(target=read)
     reader.start()
@@ -184,12 +226,12 @@ def test_concurrent_writers_and_readers(tmp_path: Path) -> None:
     assert not errors
     assert seen, "the reader never saw an entry"
     assert all(any(torch.equal(ctx, p.ctx) for p in prompts) for ctx in seen)  # never a partial file
-    assert sorted(os.listdir(tmp_path)) == ["key.safetensors"]  # no temp files left behind
-    final = lookup(tmp_path, "key")
-    assert final is not None and any(torch.equal(final.ctx, p.ctx) for p in prompts)
+    assert sorted(os.listdir(tmp_path)) == [path.name]  # no temp files left behind
 
 
-def test_cli_cache_flag(tiny_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_cache_flag_says_from_cache_and_writes_the_same_bytes(
+    tiny_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from fpp_init.cli import main
 
     monkeypatch.setenv("FPP_INIT_CACHE", str(tmp_path / "cli-cache"))
@@ -197,8 +239,13 @@ def test_cli_cache_flag(tiny_ckpt: Path, tmp_path: Path, monkeypatch: pytest.Mon
     names.write_text("\n".join(NAMES[:2]))
     args = ["pretrain", "--weights", str(tiny_ckpt), "--classnames", str(names), "--steps", "2", "--quiet", "--cache"]
     assert main([*args, "--out", str(tmp_path / "a.safetensors")]) == 0
-    assert len(list((tmp_path / "cli-cache").glob("*.safetensors"))) == 1
+    assert "from cache" not in capsys.readouterr().err
+    (entry,) = (tmp_path / "cli-cache").glob("*.safetensors")
     monkeypatch.setattr(pretrain_module, "optimize_flat_prompt", _fail)
     assert main([*args, "--out", str(tmp_path / "b.safetensors"), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert f"from cache (key {entry.stem}" in err
     a, b = (fpp_init.load_fpp_prompt(tmp_path / f"{n}.safetensors") for n in "ab")
     assert torch.equal(a.ctx, b.ctx)
+    # same inputs, same file: users can checksum prompt files
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()

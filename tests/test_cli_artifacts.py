@@ -76,7 +76,7 @@ def test_inspect_json_and_text(tmp_path: Path, capsys: pytest.CaptureFixture[str
     src = prompt.save(tmp_path / "p.safetensors")
     assert main(["inspect", str(src), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["shape"] == [4, 128] and info["dtype"] == "F32"
+    assert info["shape"] == [4, 128] and info["dtype"] == "float32"
     assert info["norm"] == pytest.approx(float(prompt.ctx.norm()), rel=1e-6)
     assert info["row_norm_mean"] == pytest.approx(float(prompt.ctx.norm(dim=-1).mean()), rel=1e-6)
     assert info["fingerprint"] == "00ff00ff00ff00ff" and info["backbone"] == "ViT-B/16"
@@ -84,7 +84,7 @@ def test_inspect_json_and_text(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert info["bytes"] == src.stat().st_size and info["path"] == str(src)
     assert main(["inspect", str(src)]) == 0
     text = capsys.readouterr().out
-    assert "4 x 128, F32" in text and "fingerprint  00ff00ff00ff00ff" in text and "class-agnostic" in text
+    assert "4 x 128, float32" in text and "fingerprint  00ff00ff00ff00ff" in text and "class-agnostic" in text
 
 
 def test_inspect_pickle_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -73,8 +73,9 @@ def test_offline_download_is_one_clear_message(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--classnames", "/nonexistent/names.txt"], "cannot read class-name file"),
-        (["--class-agnostic", "--steps", "-3"], "steps must be a non-negative int"),
+        (["--classnames", "/nonexistent/names.txt"], "class-name file not found: '/nonexistent/names.txt'"),
+        (["--class-agnostic", "--steps", "-3"], "--steps must be an int in [1, 1000000000], got -3"),
+        (["--class-agnostic", "--steps", "0"], "--steps must be an int in [1, 1000000000], got 0"),
         (["--class-agnostic", "--template", "a [CLS] photo"], "only the class at the end"),
     ],
 )

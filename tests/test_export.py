@@ -12,7 +12,7 @@ from test_hub import make_prompt
 
 import fpp_init
 from fpp_init import ConfigError, FPPPrompt
-from fpp_init.export import build_hub_folder, export_coop
+from fpp_init.artifacts import build_hub_folder, export_coop
 
 
 def test_coop_export_loads_with_weights_only(tmp_path: Path) -> None:
@@ -119,7 +119,7 @@ def test_hub_folder_refuses_non_empty_folder(tmp_path: Path) -> None:
     folder.mkdir()
     keep = folder / "mine.txt"
     keep.write_text("keep me")
-    with pytest.raises(ConfigError, match=r"not empty.*overwrite=True"):
+    with pytest.raises(fpp_init.OutputError, match=r"not empty.*overwrite=True"):
         build_hub_folder(make_prompt(), folder)
     assert sorted(p.name for p in folder.iterdir()) == ["mine.txt"]
     build_hub_folder(make_prompt(), folder, overwrite=True)

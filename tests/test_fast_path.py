@@ -6,13 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 from _reference import encode_embeddings
-from conftest import build_tiny_clip
+from conftest import build_tiny_clip, clip_tower, is_fast_tower
 from standins import AuxTextEncoder, TextEncoder
 
 from fpp_init import FPPConfig
-from fpp_init._algorithm import EmbeddedPrompts, _plan_chunks, optimize_flat_prompt
-from fpp_init._clip import import_clip
-from fpp_init.towers import CLIPTextTower
+from fpp_init.algorithm import EmbeddedPrompts, optimize_flat_prompt, plan_chunks
+from fpp_init.backbones.clip import import_clip
 
 # prompt lengths 7..13 tokens: chunks of different lengths, padding inside a chunk
 NAMES = ["banded", "blotchy", "braided", "bubbly", "chequered_flag", "great white shark", "a long class name", "sea"]
@@ -32,7 +31,7 @@ def _prompts(emb, eot, n_pre=1, n_ctx=4):
 def test_truncated_encode_equals_encode_text(tiny_clip):
     tokens, emb, eot = _embed(tiny_clip)
     assert len(set(eot.tolist())) >= 3  # really different lengths in one batch
-    tower = CLIPTextTower.from_clip_model(tiny_clip)
+    tower = clip_tower(tiny_clip)
     with torch.no_grad():
         ref = tiny_clip.encode_text(tokens)
         fast = tower.encode(emb, eot)
@@ -48,7 +47,7 @@ def test_truncated_encode_equals_encode_text(tiny_clip):
 @pytest.mark.parametrize("n_pre", [5, 3, 1])
 def test_shared_prefix_equals_separate_prompts(tiny_clip, n_pre):
     _, emb, eot = _embed(tiny_clip)
-    tower = CLIPTextTower.from_clip_model(tiny_clip)
+    tower = clip_tower(tiny_clip)
     gen = torch.Generator().manual_seed(0)
     noise = 0.1 * torch.randn(3, emb.shape[1], emb.shape[2], generator=gen)  # one pattern per group
     heads = emb[0, :n_pre][None] + noise[:, :n_pre]  # [G, P, D]
@@ -71,7 +70,7 @@ def test_shared_prefix_equals_separate_prompts(tiny_clip, n_pre):
 
 def test_shared_prefix_gradient_equals_separate(tiny_clip):
     _, emb, eot = _embed(tiny_clip)
-    tower = CLIPTextTower.from_clip_model(tiny_clip)
+    tower = clip_tower(tiny_clip)
     ctx = torch.randn(4, 128, generator=torch.Generator().manual_seed(1)) * 0.1
     grads = []
     for share in (True, False):
@@ -90,8 +89,8 @@ def test_tpt_text_encoders_match(tiny_clip):
     x = emb.type(tiny_clip.dtype)
     with torch.no_grad():
         for enc in (TextEncoder(tiny_clip), AuxTextEncoder(tiny_clip)):
-            tower = CLIPTextTower.from_text_encoder(enc)
-            assert CLIPTextTower.supports(enc.transformer, enc.positional_embedding)
+            tower = clip_tower(enc)
+            assert is_fast_tower(enc)
             out = enc(x, tokens) if isinstance(enc, TextEncoder) else enc(x, tokens, None)[0]
             torch.testing.assert_close(tower.encode(emb, eot), out, atol=1e-5, rtol=1e-5)
 
@@ -113,8 +112,10 @@ def _spec_run(model, emb, eot, n_ctx, cfg):
     opt = torch.optim.AdamW([ctx], lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps, eta_min=cfg.min_lr)
     losses = []
+    used = int(eot.max()) + 1  # noise is drawn for the rows up to the last EOS only
     for _ in range(cfg.steps):
-        noise = torch.randn(cfg.num_noise, length, width, generator=gen)
+        noise = torch.zeros(cfg.num_noise, length, width)
+        noise[:, :used] = torch.randn(cfg.num_noise, used, width, generator=gen)
         noise[:, 1 : 1 + n_ctx] *= cfg.ctx_noise
         noise[:, :1] *= cfg.cls_noise
         noise[:, 1 + n_ctx :] *= cfg.cls_noise
@@ -138,9 +139,7 @@ def test_optimiser_equals_straightforward_loop(tiny_clip):
     want_ctx, want_losses = _spec_run(tiny_clip, emb, eot, 4, cfg)
     for chunk, share in [(128, True), (2, True), (3, False)]:
         run = cfg.replace(chunk_classes=chunk, share_prefix=share)
-        res = optimize_flat_prompt(
-            CLIPTextTower.from_clip_model(tiny_clip), _prompts(emb, eot), emb[0, 1:5], run, progress=False
-        )
+        res = optimize_flat_prompt(clip_tower(tiny_clip), _prompts(emb, eot), emb[0, 1:5], run, progress=False)
         torch.testing.assert_close(res.ctx, want_ctx, atol=1e-5, rtol=0)
         got = [v for pair in zip(res.history["align"], res.history["flat"], strict=True) for v in pair]
         assert got == pytest.approx(want_losses, abs=1e-5)
@@ -148,7 +147,7 @@ def test_optimiser_equals_straightforward_loop(tiny_clip):
 
 def test_chunked_equals_unchunked(tiny_clip):
     _, emb, eot = _embed(tiny_clip)
-    tower = CLIPTextTower.from_clip_model(tiny_clip)
+    tower = clip_tower(tiny_clip)
     prompts = _prompts(emb, eot)
     cfg = FPPConfig(steps=3, seed=5)
     results = {}
@@ -165,35 +164,35 @@ def test_chunked_equals_unchunked(tiny_clip):
 def test_plan_chunks_groups_by_length():
     eot = torch.tensor([9, 7, 8, 7, 17, 8, 8, 9, 7, 12])
     for limit in (1, 2, 3, 100):
-        chunks = _plan_chunks(eot, 5, limit)
+        chunks = plan_chunks(eot + 1 - 5, limit, 5 + 16)
         flat = torch.cat(chunks)
         assert sorted(flat.tolist()) == list(range(len(eot)))  # each class exactly once
         assert all(0 < len(ch) <= limit for ch in chunks)
         assert eot[flat].tolist() == sorted(eot.tolist())  # sorted by prompt length
     # the single long prompt is not allowed to pad every other one to 13 rows
-    assert [len(ch) for ch in _plan_chunks(eot, 5, 100)][-1] <= 2
+    assert [len(ch) for ch in plan_chunks(eot + 1 - 5, 100, 5 + 16)][-1] <= 2
 
 
 def test_unsupported_towers_are_detected():
     model = build_tiny_clip(64, layers=2, seed=1)
-    tf, pos = model.transformer, model.positional_embedding
-    assert CLIPTextTower.supports(tf, pos)
+    tf = model.transformer
+    assert is_fast_tower(model)
     saved = tf.resblocks[1].attn_mask
     tf.resblocks[1].attn_mask = None  # a bidirectional block: truncation would not be exact
-    assert not CLIPTextTower.supports(tf, pos)
+    assert not is_fast_tower(model)
     tf.resblocks[1].attn_mask = torch.zeros_like(saved)
-    assert not CLIPTextTower.supports(tf, pos)
+    assert not is_fast_tower(model)
     tf.resblocks[1].attn_mask = saved.triu(2)  # causal-looking but sees one position ahead
-    assert not CLIPTextTower.supports(tf, pos)
+    assert not is_fast_tower(model)
     tf.resblocks[1].attn_mask = saved
-    assert CLIPTextTower.supports(tf, pos)
+    assert is_fast_tower(model)
     tf.resblocks[0].attn = torch.nn.Linear(64, 64)
-    assert not CLIPTextTower.supports(tf, pos)
+    assert not is_fast_tower(model)
 
 
 def test_bf16_autocast_on_cpu_keeps_fp32_master(tiny_clip):
     _, emb, eot = _embed(tiny_clip, NAMES[:4])
-    tower = CLIPTextTower.from_clip_model(tiny_clip)
+    tower = clip_tower(tiny_clip)
     cfg = FPPConfig(steps=2, seed=0)
     exact = optimize_flat_prompt(tower, _prompts(emb, eot), emb[0, 1:5], cfg, progress=False)
     low = optimize_flat_prompt(tower, _prompts(emb, eot), emb[0, 1:5], cfg.replace(autocast="bf16"), progress=False)

@@ -11,8 +11,8 @@ from huggingface_hub import constants as hf_constants
 
 import fpp_init
 from fpp_init import FPPConfig, FPPPrompt, HubError, PickleFileError
+from fpp_init.artifacts.hub import HubRef, default_filename, parse_hub_ref
 from fpp_init.errors import ConfigError
-from fpp_init.hub import HubRef, default_filename, parse_hub_ref
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 COMMIT2 = "fedcba9876543210fedcba9876543210fedcba98"
@@ -219,7 +219,7 @@ def test_hub_argument_errors(tmp_path: Path) -> None:
 def test_push_validates_before_any_network(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no prompts"):
         fpp_init.push_fpp_prompt([], "someone/repo")
-    with pytest.raises(ConfigError, match="prompts\\[1\\] is int"):
+    with pytest.raises(ConfigError, match="sources\\[1\\] must be an FPPPrompt"):
         fpp_init.push_fpp_prompt([make_prompt(), 3], "someone/repo")  # type: ignore[list-item]
     with pytest.raises(ConfigError):
         fpp_init.push_fpp_prompt(42, "someone/repo")  # type: ignore[arg-type]
@@ -233,7 +233,7 @@ def test_push_validates_before_any_network(tmp_path: Path) -> None:
         fpp_init.push_fpp_prompt(tmp_path / "missing.safetensors", "someone/repo")
 
 
-def test_push_offline_fails_cleanly_after_building(offline: None) -> None:
-    """The whole push path up to the first HTTP call runs; offline mode stops it with a HubError."""
-    with pytest.raises(HubError, match=r"upload to 'someone/repo' failed.*HF_HUB_OFFLINE is not set"):
+def test_push_offline_fails_cleanly_after_validating(offline: None) -> None:
+    """Every argument is validated, then offline mode stops the push at once with one HubError."""
+    with pytest.raises(HubError, match=r"cannot push to 'someone/repo': offline mode is on \(HF_HUB_OFFLINE=1\)"):
         fpp_init.push_fpp_prompt(make_prompt(), "someone/repo", private=True)

@@ -20,9 +20,10 @@ from fpp_init import (
     PromptFileError,
     PromptFormatError,
     PromptMismatchError,
+    PromptShapeError,
     PromptVersionError,
 )
-from fpp_init._load import stored_dtype
+from fpp_init.artifacts import read_prompt_file
 
 
 def write_st(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None) -> Path:
@@ -43,7 +44,7 @@ def test_round_trip(tmp_path: Path) -> None:
         assert getattr(got, field) == getattr(prompt, field), field
     assert got.fingerprint == prompt.fingerprint and got.version == prompt.version
     assert got.history == {}
-    assert stored_dtype(path) == "F32"
+    assert read_prompt_file(path).stored_dtype == "float32"
     # str paths work too; device / dtype options
     half = fpp_init.load_fpp_prompt(str(path), device="cpu", dtype=torch.float16)
     assert half.ctx.dtype == torch.float16 and torch.allclose(half.ctx.float(), prompt.ctx, atol=1e-2)
@@ -56,7 +57,7 @@ def test_fp16_tensor_in_file_is_read_as_fp32(tmp_path: Path) -> None:
     path = write_st(tmp_path / "h.safetensors", {"ctx": prompt.ctx.half()}, prompt.metadata())
     got = fpp_init.load_fpp_prompt(path)
     assert got.ctx.dtype == torch.float32 and torch.equal(got.ctx, prompt.ctx.half().float())
-    assert stored_dtype(path) == "F16"
+    assert read_prompt_file(path).stored_dtype == "float16"
 
 
 def test_safetensors_header_length_ending_in_0x80_is_not_mistaken_for_pickle(tmp_path: Path) -> None:
@@ -93,20 +94,20 @@ def test_missing_ctx_key(tmp_path: Path) -> None:
 def test_wrong_rank(tmp_path: Path, shape: tuple[int, ...]) -> None:
     meta = make_prompt().metadata()
     path = write_st(tmp_path / "p.safetensors", {"ctx": torch.zeros(shape)}, meta)
-    with pytest.raises(PromptFormatError, match=r"must be 2-D \[n_ctx, D\], got shape"):
+    with pytest.raises(PromptShapeError, match=r"'ctx' in .* must have shape \[n_ctx, D\], got"):
         fpp_init.load_fpp_prompt(path)
 
 
 def test_empty_tensor(tmp_path: Path) -> None:
     path = write_st(tmp_path / "p.safetensors", {"ctx": torch.zeros(0, 8)}, make_prompt().metadata())
-    with pytest.raises(PromptFormatError, match="is empty"):
+    with pytest.raises(PromptShapeError, match="is empty"):
         fpp_init.load_fpp_prompt(path)
 
 
 @pytest.mark.parametrize("dtype", [torch.int64, torch.int8, torch.bool])
 def test_non_float_dtype(tmp_path: Path, dtype: torch.dtype) -> None:
     path = write_st(tmp_path / "p.safetensors", {"ctx": torch.ones(4, 128, dtype=dtype)}, make_prompt().metadata())
-    with pytest.raises(PromptFormatError, match=f"must be a float tensor, got {dtype}"):
+    with pytest.raises(PromptShapeError, match=f"must be a floating-point tensor, got {dtype}"):
         fpp_init.load_fpp_prompt(path)
 
 
@@ -116,7 +117,7 @@ def test_nan_inf(tmp_path: Path, value: float) -> None:
     ctx = prompt.ctx.clone()
     ctx[1, 3] = value
     path = write_st(tmp_path / "p.safetensors", {"ctx": ctx}, prompt.metadata())
-    with pytest.raises(PromptFormatError, match="NaN or Inf"):
+    with pytest.raises(PromptShapeError, match="NaN or Inf"):
         fpp_init.load_fpp_prompt(path)
 
 
@@ -133,16 +134,22 @@ def test_missing_metadata(tmp_path: Path) -> None:
     ("change", "match"),
     [
         ({"classnames": "[not json"}, "'classnames' is not valid JSON"),
-        ({"classnames": '["a", 3]'}, "'classnames' must be a JSON list of strings"),
-        ({"config": "[1, 2]"}, "'config' must be a JSON object"),
-        ({"final_losses": '{"loss": "low"}'}, "'final_losses' must map names to numbers"),
+        ({"classnames": '["a", 3]'}, r"classnames\[1\] is int \(3\), not a string"),
+        ({"config": "[1, 2]"}, "config must be a dict"),
+        ({"final_losses": '{"loss": "low"}'}, "final_losses must map names to finite numbers"),
+        ({"final_losses": '{"loss": NaN}'}, "final_losses must map names to finite numbers"),
         ({"n_ctx": "5"}, "n_ctx=5 but the 'ctx' tensor has 4"),
         ({"width": "64"}, "width=64 but the 'ctx' tensor has 128"),
-        ({"class_agnostic": '"yes"'}, "'class_agnostic' must be true or false"),
-        ({"class_agnostic": "0"}, "'class_agnostic' must be true or false"),
-        ({"num_classes": '"many"'}, "'num_classes' must be a positive int"),
-        ({"num_classes": "0"}, "'num_classes' must be a positive int"),
-        ({"classnames": '["a", "b"]', "num_classes": "3"}, "2 class names but num_classes=3"),
+        ({"class_agnostic": '"yes"'}, "class_agnostic must be True or False"),
+        ({"class_agnostic": "0"}, "class_agnostic must be True or False"),
+        ({"num_classes": '"many"'}, "num_classes must be an int"),
+        ({"num_classes": "0"}, r"num_classes must be an int in \[1, "),
+        (
+            {"classnames": '["a", "b"]', "num_classes": "3", "class_agnostic": "false"},
+            "2 class names but num_classes=3",
+        ),
+        ({"classnames": '["a", "b"]', "num_classes": "2"}, "class-agnostic FPPPrompt has no class names"),
+        ({"template": None, "backbone": None}, None),
         ({"fpp_format_version": "one"}, "missing or malformed fpp_format_version 'one'"),
         ({"fpp_format_version": None}, "missing or malformed fpp_format_version None"),
         ({"fpp_format_version": "0"}, "invalid fpp_format_version 0"),
@@ -157,6 +164,9 @@ def test_malformed_metadata(tmp_path: Path, change: dict[str, str | None], match
         else:
             meta[key] = value
     path = write_st(tmp_path / "p.safetensors", {"ctx": prompt.ctx}, meta)
+    if match is None:  # optional fields may be absent
+        assert fpp_init.load_fpp_prompt(path).template is None
+        return
     with pytest.raises(PromptFormatError, match=match) as info:
         fpp_init.load_fpp_prompt(path)
     assert str(path) in str(info.value)
@@ -165,7 +175,7 @@ def test_malformed_metadata(tmp_path: Path, change: dict[str, str | None], match
 def test_newer_format_version(tmp_path: Path) -> None:
     prompt = make_prompt()
     path = write_st(tmp_path / "p.safetensors", {"ctx": prompt.ctx}, {**prompt.metadata(), "fpp_format_version": "2"})
-    with pytest.raises(PromptVersionError, match=r"version 2, newer .*\(1\); upgrade: pip install -U fpp-init"):
+    with pytest.raises(PromptVersionError, match=r"version 2, newer .*\(1\); upgrade fpp-init"):
         fpp_init.load_fpp_prompt(path)
 
 
@@ -205,7 +215,7 @@ def test_corrupt_header_and_garbage(tmp_path: Path) -> None:
 def test_not_found_and_directory(tmp_path: Path) -> None:
     with pytest.raises(PromptFileError, match="not found"):
         fpp_init.load_fpp_prompt(tmp_path / "nope.safetensors")
-    with pytest.raises(PromptFileError, match="is a directory"):
+    with pytest.raises(PromptFileError, match="is a folder"):
         fpp_init.load_fpp_prompt(tmp_path)
     with pytest.raises(PromptFileError, match=r"use hf://someone/repo/f\.safetensors"):
         fpp_init.load_fpp_prompt("someone/repo/f.safetensors")
@@ -258,10 +268,10 @@ def test_pickle_content_errors(tmp_path: Path) -> None:
     with pytest.raises(PromptFormatError, match="holds no 'ctx' tensor"):
         fpp_init.load_fpp_prompt(no_ctx, allow_pickle=True)
     class_specific = _torch_save({"state_dict": {"ctx": torch.zeros(10, 4, 16)}}, tmp_path / "b.pth")
-    with pytest.raises(PromptFormatError, match="class-specific CoOp"):
+    with pytest.raises(PromptShapeError, match="class-specific CoOp"):
         fpp_init.load_fpp_prompt(class_specific, allow_pickle=True)
     nan = _torch_save({"ctx": torch.full((2, 4), float("nan"))}, tmp_path / "c.pth")
-    with pytest.raises(PromptFormatError, match="NaN"):
+    with pytest.raises(PromptShapeError, match="NaN"):
         fpp_init.load_fpp_prompt(nan, allow_pickle=True)
     truncated = tmp_path / "d.pth"
     buf = io.BytesIO()
@@ -299,7 +309,7 @@ def test_expectation_against_model(tmp_path: Path, tiny_clip: torch.nn.Module) -
     with pytest.raises(PromptMismatchError, match=f"'00ff00ff00ff00ff'.*'{fp}'"):
         fpp_init.load_fpp_prompt(other, model=tiny_clip)
     narrow = make_prompt(width=64, fingerprint=fp).save(tmp_path / "narrow.safetensors")
-    with pytest.raises(PromptMismatchError, match="width 64 but the model's text tower has width 128"):
+    with pytest.raises(PromptMismatchError, match="width 64 but 128 was expected"):
         fpp_init.load_fpp_prompt(narrow, model=tiny_clip)
     with pytest.raises(PromptMismatchError, match="was given but the model's is"):
         fpp_init.load_fpp_prompt(good, model=tiny_clip, fingerprint="1234")

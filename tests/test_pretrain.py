@@ -5,13 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 from _reference import encode_embeddings, spec_losses
-from conftest import build_tiny_clip, save_and_load
+from conftest import build_tiny_clip, clip_tower, save_and_load
 
 import fpp_init
 from fpp_init import FPPConfig
-from fpp_init._algorithm import draw_noise
-from fpp_init._clip import import_clip
-from fpp_init.towers import CLIPTextTower
+from fpp_init.algorithm import draw_noise
+from fpp_init.backbones.clip import import_clip
 
 NAMES = ["banded", "blotchy", "braided", "bubbly", "chequered_flag"]
 
@@ -26,7 +25,7 @@ def _embed(model, names, template="a photo of a"):
 
 def test_fast_tower_reproduces_encode_text(tiny_clip):
     tokens, emb, eot = _embed(tiny_clip, NAMES)
-    tower = CLIPTextTower.from_clip_model(tiny_clip)
+    tower = clip_tower(tiny_clip)
     with torch.no_grad():
         ref = tiny_clip.encode_text(tokens)
         fast = tower.encode(emb, eot)
@@ -47,7 +46,9 @@ def test_step0_losses_match_direct_computation(tiny_clip, share_prefix):
     n_ctx = 4
     gen = torch.Generator().manual_seed(7)
     start = torch.randn(n_ctx, emb.shape[-1], generator=gen) * cfg.init_std
-    noise = torch.randn(cfg.num_noise, 77, emb.shape[-1], generator=gen)
+    used = int(eot.max()) + 1  # noise is drawn for the rows up to the last EOS; later rows never matter
+    noise = torch.zeros(cfg.num_noise, 77, emb.shape[-1])
+    noise[:, :used] = torch.randn(cfg.num_noise, used, emb.shape[-1], generator=gen)
     noise[:, 1 : 1 + n_ctx] *= cfg.ctx_noise
     noise[:, :1] *= cfg.cls_noise
     noise[:, 1 + n_ctx :] *= cfg.cls_noise
@@ -61,8 +62,9 @@ def test_step0_losses_match_direct_computation(tiny_clip, share_prefix):
 
 
 def test_draw_noise_structure():
-    cfg = FPPConfig(ctx_noise=0.5, cls_noise=2.0, num_noise=64)
-    noise = draw_noise(torch.Generator().manual_seed(0), cfg, 4, 77, 128)
+    noise = draw_noise(
+        torch.Generator().manual_seed(0), 64, 77, 128, ctx_start=1, n_ctx=4, ctx_noise=0.5, cls_noise=2.0
+    )
     assert noise.shape == (64, 77, 128)
     assert noise[:, 1:5].std().item() == pytest.approx(0.5, rel=0.05)
     assert noise[:, 5:].std().item() == pytest.approx(2.0, rel=0.05)
@@ -137,17 +139,48 @@ def test_class_agnostic(tiny_clip):
 
 
 def test_predefined_and_init_tensors(tiny_clip):
+    # one step with a vanishing learning rate (and no decay) shows the start the run took
+    still = dict(steps=1, lr=1e-12, min_lr=0.0, weight_decay=0.0, progress=False)
     coop = torch.randn(6, 128, generator=torch.Generator().manual_seed(0)) * 0.02
-    prompt = fpp_init.pretrain_flat_prompt(
-        tiny_clip, NAMES, predefined_ctx=coop, init_ctx=coop, steps=0, progress=False
-    )
+    with _no_warning():  # a given ctx of 6 vectors is the user's choice: no context-length warning
+        prompt = fpp_init.pretrain_flat_prompt(tiny_clip, NAMES, predefined_ctx=coop, init_ctx=coop, **still)
     assert prompt.template is None and prompt.n_ctx == 6
-    assert torch.equal(prompt.ctx, coop)
-    from_template = fpp_init.pretrain_flat_prompt(tiny_clip, NAMES, init="predefined", steps=0, progress=False)
+    torch.testing.assert_close(prompt.ctx, coop, atol=1e-10, rtol=0)
+    assert prompt.history["align"][0] == 0.0  # started on the predefined ctx
+    from_template = fpp_init.pretrain_flat_prompt(tiny_clip, NAMES, init="predefined", **still)
     _, emb, _ = _embed(tiny_clip, NAMES)
-    assert torch.equal(from_template.ctx, emb[0, 1:5])
-    longer = fpp_init.pretrain_flat_prompt(tiny_clip, NAMES, template="a blurry photo of the", steps=0, progress=False)
+    torch.testing.assert_close(from_template.ctx, emb[0, 1:5], atol=1e-10, rtol=0)
+    with pytest.warns(fpp_init.ContextLengthWarning, match="gives 5 context vectors, not 4"):
+        longer = fpp_init.pretrain_flat_prompt(tiny_clip, NAMES, template="a blurry photo of the", **still)
     assert longer.n_ctx == 5
+
+
+class _no_warning:
+    """Fail on any fpp-init warning inside the block."""
+
+    def __enter__(self):
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("error", fpp_init.FPPWarning)
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+
+
+def test_result_does_not_depend_on_the_towers_context_length(tmp_path):
+    """R-TPT keeps 40 positions: the same weights truncated give the same prompt and fingerprint."""
+    full = build_tiny_clip(128, layers=2, seed=3)
+    short = build_tiny_clip(128, layers=2, seed=4, context_length=40)
+    weights = full.state_dict()
+    weights["positional_embedding"] = weights["positional_embedding"][:40]
+    short.load_state_dict(weights)
+    a = fpp_init.pretrain_flat_prompt(full, NAMES, steps=4, seed=2, progress=False)
+    b = fpp_init.pretrain_flat_prompt(short, NAMES, steps=4, seed=2, progress=False)
+    assert a.fingerprint == b.fingerprint == fpp_init.fingerprint_model(short)
+    torch.testing.assert_close(a.ctx, b.ctx, atol=1e-6, rtol=0)
+    assert a.history["loss"] == pytest.approx(b.history["loss"], abs=1e-6)
 
 
 def test_metadata(tiny_clip, tiny_ckpt):
@@ -194,7 +227,7 @@ def test_other_context_length(tmp_path):
     model = save_and_load(build_tiny_clip(128, layers=1, context_length=24), tmp_path / "l24.pt")
     tokens = clip.tokenize([f"a photo of a {n}." for n in NAMES], context_length=24)
     with torch.no_grad():
-        fast = CLIPTextTower.from_clip_model(model).encode(model.token_embedding(tokens), tokens.argmax(-1))
+        fast = clip_tower(model).encode(model.token_embedding(tokens), tokens.argmax(-1))
         torch.testing.assert_close(fast, model.encode_text(tokens), atol=1e-5, rtol=1e-5)
     prompt = fpp_init.pretrain_flat_prompt(model, NAMES, steps=2, progress=False)
     assert prompt.ctx.shape == (4, 128)

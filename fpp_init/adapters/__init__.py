@@ -1,12 +1,12 @@
-"""One-line FPP initialisation for live TPT-family models (TPT, C-TPT, O-TPT, DynaPrompt...).
+"""Live TPT-family models (TPT, C-TPT, O-TPT, DynaPrompt, CoCoOp, MaPLe...), seen through what they share.
 
-``fpp_init.apply(model)`` detects the design from the model object, pretrains (or installs a
-given) FPP prompt in place and keeps it right across ``reset_classnames``. Adapters never
-import ``clip``: everything comes from the live model.
+Adapters never import ``clip``: everything comes from the live model. The front door that
+uses them is :func:`fpp_init.apply`.
 """
 
 from __future__ import annotations
 
-from ._apply import FPPHandle, apply
+from ._detect import Convention, Family, detect, encoder_convention, unwrap
+from ._families import MAPLE_WARNING, LiveModel, Snapshot
 
-__all__ = ["apply", "FPPHandle"]
+__all__ = ["Family", "Convention", "LiveModel", "Snapshot", "detect", "encoder_convention", "unwrap", "MAPLE_WARNING"]

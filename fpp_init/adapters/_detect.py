@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import inspect
 from typing import Any
 
@@ -10,9 +11,43 @@ from torch import nn
 
 from ..errors import AdapterError
 
-__all__ = ["unwrap", "detect", "encoder_convention"]
+__all__ = ["Family", "Convention", "unwrap", "detect", "encoder_convention"]
 
 _WRAPPER_DEPTH = 8
+
+
+class Family(str, enum.Enum):
+    """The TPT-family designs ``fpp_init.apply`` supports (the value is the short name)."""
+
+    TPT = "tpt"
+    AUX = "aux"
+    DYNAPROMPT = "dynaprompt"
+    COCOOP = "cocoop"
+    MAPLE = "maple"
+
+    @property
+    def description(self) -> str:
+        return _DESCRIPTIONS[self]
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_DESCRIPTIONS = {
+    Family.TPT: "TPT design (ctx + ctx_init_state)",
+    Family.AUX: "FPP reference design (text encoder with aux_outputs)",
+    Family.DYNAPROMPT: "DynaPrompt design (zero residual ctx + init_ctx)",
+    Family.COCOOP: "CoCoOp design (prompt_generator.ctx + meta-net bias)",
+    Family.MAPLE: "MaPLe / PromptAlign design (ctx + deep compound prompts)",
+}
+
+
+class Convention(str, enum.Enum):
+    """How a text encoder is called."""
+
+    PLAIN = "plain"  # text_encoder(prompts, tokenized_prompts)
+    AUX = "aux"  # text_encoder(prompts, tokenized_prompts, aux_outputs) -> (x, aux_outputs)
+    COMPOUND = "compound"  # text_encoder(prompts, tokenized_prompts, compound_prompts_deeper_text)
 
 
 def unwrap(model: Any) -> Any:
@@ -26,7 +61,7 @@ def unwrap(model: Any) -> Any:
     return model
 
 
-def encoder_convention(encoder: Any) -> str:
+def encoder_convention(encoder: Any) -> Convention:
     """How the text encoder is called: ``"plain"``, ``"aux"`` or ``"compound"``.
 
     ``plain``: ``text_encoder(prompts, tokenized_prompts)`` (TPT, C-TPT, O-TPT...);
@@ -41,11 +76,11 @@ def encoder_convention(encoder: Any) -> str:
         raise AdapterError(f"cannot read the signature of the text encoder {type(encoder).__name__}: {exc}") from exc
     names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if "aux_outputs" in names:
-        return "aux"
+        return Convention.AUX
     if any("compound" in n for n in names):
-        return "compound"
+        return Convention.COMPOUND
     if len(names) >= 2:
-        return "plain"
+        return Convention.PLAIN
     raise AdapterError(
         f"the text encoder {type(encoder).__name__}.forward{inspect.signature(forward)} does not take "
         "(prompts, tokenized_prompts); fpp_init.apply supports TPT-style text encoders only"
@@ -73,7 +108,7 @@ def _describe(obj: Any) -> str:
     return f"{type(obj).__module__}.{type(obj).__name__} with attributes {attrs or 'none of the TPT-family ones'}"
 
 
-def detect(model: Any) -> tuple[str, Any, Any]:
+def detect(model: Any) -> tuple[Family, Any, Any]:
     """Return ``(family, root, prompt_learner)`` for a live model.
 
     Families, in this order of detection: ``"cocoop"`` (TPT's CoCoOp path: the prompt learner
@@ -83,10 +118,10 @@ def detect(model: Any) -> tuple[str, Any, Any]:
     :class:`AdapterError` naming what was found for anything else.
     """
     root = unwrap(model)
-    family: str | None = None
+    family: Family | None = None
     learner = getattr(root, "prompt_generator", None)
     if learner is not None:
-        family = "cocoop"
+        family = Family.COCOOP
     else:
         learner = getattr(root, "prompt_learner", None)
     if learner is None:
@@ -96,7 +131,7 @@ def detect(model: Any) -> tuple[str, Any, Any]:
             "fpp_init.pretrain_flat_prompt"
         )
     if family is None and hasattr(learner, "compound_prompts_text"):
-        family = "maple"
+        family = Family.MAPLE
         deep = learner.compound_prompts_text
         if not isinstance(deep, (nn.ParameterList, list, tuple)) or not all(isinstance(p, torch.Tensor) for p in deep):
             raise AdapterError(
@@ -120,7 +155,7 @@ def detect(model: Any) -> tuple[str, Any, Any]:
     ctx = getattr(learner, "ctx", None)
     if not isinstance(ctx, nn.Parameter):
         raise AdapterError(f"found a prompt learner {_describe(learner)} without an nn.Parameter 'ctx'")
-    if family != "cocoop" and not isinstance(getattr(learner, "ctx_init_state", None), torch.Tensor):
+    if family != Family.COCOOP and not isinstance(getattr(learner, "ctx_init_state", None), torch.Tensor):
         raise AdapterError(
             f"found a prompt learner {_describe(learner)} without a 'ctx_init_state' tensor (the state its "
             "reset() restores); not a TPT-style prompt learner"
@@ -129,20 +164,20 @@ def detect(model: Any) -> tuple[str, Any, Any]:
     if missing:
         raise AdapterError(f"found a prompt learner {_describe(learner)} without {missing}")
     convention = encoder_convention(text_encoder)
-    if family == "maple":
-        if convention != "compound":
+    if family == Family.MAPLE:
+        if convention != Convention.COMPOUND:
             raise AdapterError(
                 f"found a MaPLe-style prompt learner (compound_prompts_text) but the text encoder "
                 f"{type(text_encoder).__name__} does not take compound_prompts_deeper_text; unsupported design"
             )
         return family, root, learner
-    if convention == "compound":
+    if convention == Convention.COMPOUND:
         raise AdapterError(
             "the text encoder takes compound (deep) prompts but the prompt learner has no "
             "compound_prompts_text; unsupported design"
         )
-    if family == "cocoop":
+    if family == Family.COCOOP:
         return family, root, learner
     if isinstance(getattr(learner, "init_ctx", None), torch.Tensor):
-        return "dynaprompt", root, learner
-    return ("aux" if convention == "aux" else "tpt"), root, learner
+        return Family.DYNAPROMPT, root, learner
+    return (Family.AUX if convention == Convention.AUX else Family.TPT), root, learner

@@ -4,29 +4,32 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from .._algorithm import EmbeddedPrompts
-from ..errors import AdapterError
-from ..towers import TEXT_PARTS, CallableTextTower, CLIPTextTower, TextTower, fingerprint_modules
-from ._detect import detect, encoder_convention
+from ..algorithm import EmbeddedPrompts
+from ..errors import AdapterError, FastPathWarning
+from ..towers import (
+    TEXT_PARTS,
+    CallableTextTower,
+    CausalTextTower,
+    TextTower,
+    TowerSpec,
+    fingerprint_modules,
+    fingerprint_spec,
+    openai_spec,
+)
+from ._detect import Convention, Family, detect, encoder_convention
 
 logger = logging.getLogger(__name__)
 
-#: human names of the families, as used in messages and the handle's ``family``.
-FAMILY_NAMES = {
-    "tpt": "TPT design (ctx + ctx_init_state)",
-    "aux": "FPP reference design (text encoder with aux_outputs)",
-    "dynaprompt": "DynaPrompt design (zero residual ctx + init_ctx)",
-    "cocoop": "CoCoOp design (prompt_generator.ctx + meta-net bias)",
-    "maple": "MaPLe / PromptAlign design (ctx + deep compound prompts)",
-}
+__all__ = ["LiveModel", "Snapshot", "MAPLE_WARNING"]
 
-#: logged when FPP is installed in a MaPLe / PromptAlign model.
+#: warned (BeyondPaperWarning) when FPP is installed in a MaPLe / PromptAlign model.
 MAPLE_WARNING = (
     "MaPLe / PromptAlign: the FPP prompt is pretrained on the text branch only (with the model's deep "
     "text prompts), but prompt_learner.ctx also feeds the image branch through prompt_learner.proj; FPP "
@@ -76,7 +79,7 @@ class LiveModel:
 
     @property
     def n_ctx(self) -> int:
-        if self.family == "dynaprompt":
+        if self.family == Family.DYNAPROMPT:
             return int(self.learner.init_ctx.shape[-2])
         return int(self.ctx.shape[-2])
 
@@ -95,7 +98,7 @@ class LiveModel:
 
     def _check_layout(self) -> None:
         lrn = self.learner
-        where = f"{type(lrn).__name__} ({FAMILY_NAMES[self.family]})"
+        where = f"{type(lrn).__name__} ({self.family.description})"
         position = getattr(lrn, "class_token_position", "end")
         if position != "end":
             raise AdapterError(
@@ -122,7 +125,7 @@ class LiveModel:
             )
         if prefix.shape[-1] != self.width or suffix.shape[-1] != self.width:
             raise AdapterError(f"{where}: token embeddings are not {self.width} wide like ctx")
-        if self.family == "dynaprompt" and self.learner.init_ctx.shape[-1] != self.width:
+        if self.family == Family.DYNAPROMPT and self.learner.init_ctx.shape[-1] != self.width:
             raise AdapterError(f"{where}: init_ctx width differs from ctx width")
         eot = tokens.argmax(dim=-1)
         if bool((eot <= self.ctx_start + self.n_ctx).any()):
@@ -143,7 +146,7 @@ class LiveModel:
         return int(self.learner.tokenized_prompts.shape[0])
 
     def template(self) -> str | None:
-        if self.family in ("cocoop", "maple"):  # both always load a trained ctx: not the template's words
+        if self.family in (Family.COCOOP, Family.MAPLE):  # both always load a trained ctx: not the template's words
             return None
         t = getattr(self.learner, "prompt_prefix", None)
         if not isinstance(t, str) or set(t.split()) <= {"X"}:  # "X X X X": TPT's placeholder for a random ctx
@@ -181,16 +184,16 @@ class LiveModel:
         checkpoint updates only ``ctx``, and ``trainer.tpt()`` snapshots it with
         ``set_prompt_inits()`` before tuning.
         """
-        if self.family in ("cocoop", "maple"):
+        if self.family in (Family.COCOOP, Family.MAPLE):
             return _single(self.ctx.detach(), "prompt_learner.ctx").float().cpu().clone()
-        if self.family == "dynaprompt":
+        if self.family == Family.DYNAPROMPT:
             init = self.learner.init_ctx.detach()
             return (init.float().cpu() + self._residual().float().cpu()).clone()
         return self._residual().float().cpu().clone()
 
     def snapshot(self) -> Snapshot:
-        init = getattr(self.learner, "init_ctx", None) if self.family == "dynaprompt" else None
-        state = None if self.family == "cocoop" else self.learner.ctx_init_state
+        init = getattr(self.learner, "init_ctx", None) if self.family == Family.DYNAPROMPT else None
+        state = None if self.family == Family.COCOOP else self.learner.ctx_init_state
         return Snapshot(ctx=self.ctx.detach().clone(), ctx_init_state=state, init_ctx=init)
 
     def install(self, prompt_ctx: torch.Tensor) -> None:
@@ -200,7 +203,7 @@ class LiveModel:
         ``gen_ctx`` shifts by the image-dependent meta-net bias to start each sample's tuning.
         """
         lrn, ctx = self.learner, self.ctx
-        if self.family == "dynaprompt":
+        if self.family == Family.DYNAPROMPT:
             init = lrn.init_ctx
             residual = self._residual().to(init.device, torch.float32)
             lrn.init_ctx = (prompt_ctx.to(init.device, torch.float32) - residual).to(init.dtype).clone()
@@ -208,7 +211,7 @@ class LiveModel:
         state = prompt_ctx.to(ctx.device, ctx.dtype)
         with torch.no_grad():
             ctx.copy_(state.expand_as(ctx))
-        if self.family != "cocoop":
+        if self.family != Family.COCOOP:
             lrn.ctx_init_state = state.expand_as(ctx).clone()
 
     def restore(self, snap: Snapshot) -> None:
@@ -226,65 +229,63 @@ class LiveModel:
         return [p.detach() for p in self.learner.compound_prompts_text]
 
     def _call_encoder(self, prompts: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        if self.convention == "compound":
+        if self.convention == Convention.COMPOUND:
             out = self.text_encoder(prompts, tokens, self._deep_prompts())
-        elif self.convention == "aux":
+        elif self.convention == Convention.AUX:
             out = self.text_encoder(prompts, tokens, None)
         else:
             out = self.text_encoder(prompts, tokens)
         return out[0] if isinstance(out, tuple) else out
 
-    def _encoder_modules(self) -> list[nn.Module | torch.Tensor]:
+    def spec(self) -> TowerSpec | None:
+        """The canonical description of the text tower, when the encoder is OpenAI-CLIP-shaped."""
         enc = self.text_encoder
-        parts = [getattr(enc, a, None) for a in TEXT_PARTS]
-        if not all(p is not None for p in parts):
-            parts = [enc]
-        if self.convention == "compound":  # the deep prompts are part of the text tower's function
-            parts = parts + self._deep_prompts()
-        return parts  # type: ignore[return-value]
+        parts = {a: getattr(enc, a, None) for a in TEXT_PARTS}
+        if any(p is None for p in parts.values()) or self.convention == Convention.COMPOUND:
+            return None  # MaPLe's deep prompts: see the compound path (not yet on the fast path)
+        return openai_spec(**parts)  # type: ignore[arg-type]
 
     def fingerprint(self) -> str:
-        """The text tower's fingerprint (same as the towers' and ``fingerprint_model``'s), cheaply."""
-        return fingerprint_modules(self._encoder_modules())
+        """The text tower's fingerprint: equal to ``fingerprint_model`` of the same CLIP weights."""
+        spec = self.spec()
+        if spec is not None:
+            return fingerprint_spec(spec)
+        parts: list[nn.Module | torch.Tensor] = [self.text_encoder]
+        if self.convention == Convention.COMPOUND:  # the deep prompts are part of the tower's function
+            parts += self._deep_prompts()
+        return fingerprint_modules(parts)
 
     def tower(self) -> TextTower:
         """The fast exact tower when the encoder is OpenAI-CLIP-shaped (checked), else a call-through."""
-        enc = self.text_encoder
-        pos = getattr(enc, "positional_embedding", None)
-        dtype = getattr(enc, "dtype", None)
+        spec = self.spec()
+        if spec is not None:
+            fast = CausalTextTower(spec)
+            if self._agrees(fast):
+                return fast
+            warnings.warn(
+                f"the fast text tower disagrees with {type(self.text_encoder).__name__}.forward; using the (slower) "
+                "encoder itself",
+                FastPathWarning,
+                stacklevel=4,
+            )
+        dtype = getattr(self.text_encoder, "dtype", None)
         if not isinstance(dtype, torch.dtype):
             dtype = self.learner.token_prefix.dtype
-        length = int(self.learner.tokenized_prompts.shape[-1])
-        fast = None
-        if (
-            self.convention != "compound"  # deep prompts replace the ctx positions in later layers
-            and isinstance(pos, torch.Tensor)
-            and all(hasattr(enc, a) for a in ("transformer", "ln_final", "text_projection"))
-            and CLIPTextTower.supports(enc.transformer, pos)
-        ):
-            fast = CLIPTextTower.from_text_encoder(enc)
-            if not self._agrees(fast):
-                logger.warning(
-                    "the fast text tower disagrees with %s.forward; using the (slower) encoder itself",
-                    type(enc).__name__,
-                )
-                fast = None
-        if fast is not None:
-            return fast
         return CallableTextTower(
             self._call_encoder,
             width=self.width,
-            context_length=length,
+            context_length=int(self.learner.tokenized_prompts.shape[-1]),
             dtype=dtype,
-            modules=self._encoder_modules(),  # type: ignore[arg-type]
+            device=self.device,
+            fingerprint=self.fingerprint,
         )
 
-    def _agrees(self, tower: CLIPTextTower) -> bool:
+    def _agrees(self, tower: CausalTextTower) -> bool:
         """Check the fast tower against the live encoder on two prompts (cheap, exactness guard)."""
         p = self.embedded()
         n = min(2, p.num_classes)
         ctx = self.current_init().to(p.prefix.device, p.prefix.dtype)
-        x = p.assemble(ctx, slice(0, n)).to(self.device)
+        x = EmbeddedPrompts(p.prefix[:n], p.suffix[:n], p.eot[:n]).assemble(ctx).to(self.device)
         tokens = self.learner.tokenized_prompts[:n].to(self.device)
         with torch.no_grad():
             ref = self._call_encoder(x.to(tower.dtype), tokens).float()

@@ -1,14 +1,28 @@
-"""The ``fpp-init`` command line. Each subcommand lives in its own module and registers here."""
+"""The ``fpp-init`` command line. Each subcommand lives in its own module and registers here.
+
+No command prints a Python traceback for a user or OS error: one line on stderr and exit
+status 2. An unexpected internal error says so, asks for a report, and shows the traceback
+only with ``--debug``. SIGTERM is handled like Ctrl-C (outputs are left whole or absent;
+a pretraining checkpoint is written).
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
+import traceback
 from collections.abc import Sequence
+from typing import Any
 
 from .._version import __version__
-from ..errors import FPPError
+from ..errors import ConfigError, FPPError
+from . import _artifacts, _pretrain, _sharpness, _zoo
+from ._common import in_flags
+
+__all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,27 +31,64 @@ def build_parser() -> argparse.ArgumentParser:
         description="Flatness-aware prompt pretraining (FPP) for test-time prompt tuning.",
     )
     parser.add_argument("--version", action="version", version=f"fpp-init {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log progress details (and the Hub's own messages)"
+    )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    from . import _artifacts, _pretrain, _sharpness
-
-    for module in (_pretrain, _artifacts, _sharpness):
+    for module in (_pretrain, _artifacts, _sharpness, _zoo):
         module.register(sub)
     return parser
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.captureWarnings(False)
+    previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
+    prog = f"fpp-init {args.command}"
     try:
         return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"{prog}: error: {_one_line(in_flags(str(exc), exc.param))}", file=sys.stderr)
+        return 2
     except FPPError as exc:
-        print(f"fpp-init {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {_one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"{prog}: error: {_one_line(exc.strerror or str(exc))}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except SystemExit:
+        raise
+    except Exception as exc:  # a bug: say so, briefly
+        if args.debug:
+            traceback.print_exc()
+        print(
+            f"{prog}: internal error: {type(exc).__name__}: {_one_line(str(exc))[:300]}. Please report it "
+            "(rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":  # pragma: no cover

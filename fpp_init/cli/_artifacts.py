@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
+from .._io import check_writable_dir, check_writable_file
 
-def _add_source_options(p: argparse.ArgumentParser) -> None:
+
+def _add_source_options(p: argparse.ArgumentParser, *, revision: bool = True) -> None:
     p.add_argument(
         "--allow-pickle",
         action="store_true",
         help="read trusted .pt/.pth (CoOp) files with torch.load(weights_only=True) instead of refusing them",
     )
-    p.add_argument("--revision", default=None, help="branch, tag or commit for hf:// sources (or write hf://O/R@REV/F)")
+    if revision:
+        p.add_argument(
+            "--revision", default=None, help="branch, tag or commit for hf:// sources (or write hf://O/R@REV/F)"
+        )
     p.add_argument("--cache-dir", default=None, help="Hugging Face cache folder (default: HF_HUB_CACHE / HF_HOME)")
     p.add_argument("--offline", action="store_true", help="use only the local Hugging Face cache (as HF_HUB_OFFLINE=1)")
 
@@ -60,13 +64,13 @@ def register(sub: Any) -> None:
         ),
     )
     p.add_argument("sources", nargs="+", metavar="SOURCE", help=src_help)
-    p.add_argument("--repo", required=True, metavar="OWNER/NAME", help="target model repository (created if absent)")
+    p.add_argument("--repo-id", required=True, metavar="OWNER/NAME", help="target model repository (created if absent)")
     p.add_argument("--name", action="append", default=None, metavar="FILE.safetensors", help="file name per SOURCE")
     p.add_argument("--private", action="store_true", help="create the repository as private")
-    p.add_argument("--branch", default=None, help="branch to commit to (default: main)")
+    p.add_argument("--revision", default=None, help="branch to commit to (default: the main branch)")
     p.add_argument("--message", default=None, help="commit message")
     p.add_argument("--license", default=None, help="license id for the model card metadata")
-    _add_source_options(p)
+    _add_source_options(p, revision=False)
     p.set_defaults(func=run_push)
 
     i = sub.add_parser(
@@ -80,20 +84,12 @@ def register(sub: Any) -> None:
     i.set_defaults(func=run_inspect)
 
 
-def _source_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The options that say where a SOURCE comes from and how it may be read."""
-    return {
-        "revision": args.revision,
-        "cache_dir": args.cache_dir,
-        "local_files_only": args.offline,
-        "allow_pickle": args.allow_pickle,
-    }
+def _read(args: argparse.Namespace, source: str) -> Any:
+    """A SOURCE read as the source options say (a ``PromptFile``)."""
+    from ..artifacts import HubOptions, read_source
 
-
-def _load(args: argparse.Namespace, source: str) -> Any:
-    from .._load import load_fpp_prompt
-
-    return load_fpp_prompt(source, **_source_kwargs(args))
+    options = HubOptions(getattr(args, "revision", None), args.cache_dir, None, args.offline)
+    return read_source(source, options=options, allow_pickle=args.allow_pickle)
 
 
 def _one_source(args: argparse.Namespace, what: str) -> str:
@@ -105,18 +101,21 @@ def _one_source(args: argparse.Namespace, what: str) -> str:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ..export import build_hub_folder, export_coop
+    from ..artifacts import build_hub_folder, export_coop
 
     if args.coop:
-        prompt = _load(args, _one_source(args, "--coop"))
+        check_writable_file(args.coop, "--coop")
+        prompt = _read(args, _one_source(args, "--coop")).prompt
         path = export_coop(prompt, args.coop, epoch=args.epoch)
         print(json.dumps({"coop": str(path), "n_ctx": prompt.n_ctx, "width": prompt.width}))
     elif args.out:
-        prompt = _load(args, _one_source(args, "--out"))
+        check_writable_file(args.out, "--out")
+        prompt = _read(args, _one_source(args, "--out")).prompt
         path = prompt.save(args.out)
         print(json.dumps({"out": str(path), "n_ctx": prompt.n_ctx, "width": prompt.width}))
     else:
-        prompts = [_load(args, s) for s in args.sources]
+        check_writable_dir(args.hub, "--hub")
+        prompts = [_read(args, s).prompt for s in args.sources]
         written = build_hub_folder(
             prompts, args.hub, filenames=args.name, repo_id=args.repo_id, license=args.license, overwrite=args.force
         )
@@ -125,34 +124,33 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_push(args: argparse.Namespace) -> int:
-    from ..hub import push_fpp_prompt
+    from ..api import push_fpp_prompt
 
-    prompts = [_load(args, s) for s in args.sources]
+    prompts = [_read(args, s).prompt for s in args.sources]
     url = push_fpp_prompt(
         prompts,
-        args.repo,
+        args.repo_id,
         filenames=args.name,
         private=True if args.private else None,
-        branch=args.branch,
+        revision=args.revision,
         commit_message=args.message,
         license=args.license,
     )
-    print(json.dumps({"repo": args.repo, "commit": url}))
+    print(json.dumps({"repo_id": args.repo_id, "commit": url}))
     return 0
 
 
-def summarize(source: str, path: os.PathLike[str] | str, prompt: Any) -> dict[str, Any]:
-    """The facts ``inspect`` prints, as a JSON-ready dict."""
-    from .._load import stored_dtype
-
+def summarize(source: str, found: Any) -> dict[str, Any]:
+    """The facts ``inspect`` prints about a ``PromptFile``, as a JSON-ready dict."""
+    prompt = found.prompt
     ctx = prompt.ctx.float()
     row = ctx.norm(dim=-1)
     return {
         "source": source,
-        "path": os.fspath(path),
-        "bytes": os.path.getsize(path),
+        "path": str(found.path),
+        "bytes": found.size,
         "shape": list(ctx.shape),
-        "dtype": stored_dtype(path) or "pickle (read as float32)",
+        "dtype": found.stored_dtype if found.stored_dtype != "pickle" else "pickle (read as float32)",
         "norm": float(ctx.norm()),
         "row_norm_mean": float(row.mean()),
         "mean": float(ctx.mean()),
@@ -170,11 +168,7 @@ def summarize(source: str, path: os.PathLike[str] | str, prompt: Any) -> dict[st
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from .._load import load_local, resolve_path
-
-    path = resolve_path(args.source, **_source_kwargs(args))
-    prompt = load_local(path, allow_pickle=args.allow_pickle)
-    info = summarize(args.source, path, prompt)
+    info = summarize(args.source, _read(args, args.source))
     if args.json:
         print(json.dumps(info, sort_keys=True))
         return 0

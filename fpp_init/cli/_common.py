@@ -1,27 +1,149 @@
-"""Helpers shared by CLI subcommands."""
+"""What the subcommands share: class-name files, model options, every FPPConfig field as a flag.
+
+Nothing here imports torch: ``fpp-init --help`` answers at once.
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
-from pathlib import Path
+import sys
+from typing import Any
 
-from ..errors import ClassNameError
+from .. import constants as const
+from .._io import read_regular_file
+from ..config import FPPConfig
+from ..errors import ClassNameError, ConfigError
+
+__all__ = [
+    "read_classnames",
+    "add_model_options",
+    "model_reference",
+    "add_config_options",
+    "config_from_args",
+    "flag",
+    "say",
+]
+
+_MAX_CLASSNAME_FILE = 64 * 2**20
+
+# help per FPPConfig field (defaults are filled in from the dataclass)
+_CONFIG_HELP = {
+    "steps": "optimisation steps",
+    "lr": "AdamW learning rate",
+    "min_lr": "floor of the cosine learning-rate schedule",
+    "weight_decay": "AdamW weight decay",
+    "num_noise": "perturbed copies per step (K)",
+    "ctx_noise": "noise std on the ctx positions",
+    "cls_noise": "noise std on every other position",
+    "flat_weight": "weight of the flatness loss (default: 1 + 15 / number of classes)",
+    "init": "start point: random or predefined (the template's embeddings)",
+    "init_std": "std of the random start",
+    "seed": "seed of the random start and the noise",
+    "chunk_classes": "classes per gradient-accumulation chunk (memory bound; same result)",
+    "share_prefix": "compute SOS + ctx once per noise copy (exact; faster)",
+    "autocast": "auto, off, fp16 or bf16 (auto: fp16 on CUDA for fp32 towers)",
+    "threads": "CPU threads (default: OMP_NUM_THREADS, else the idle CPUs this process may use)",
+}
+
+
+def flag(field: str) -> str:
+    """The CLI flag of a Python option name: ``min_lr`` -> ``--min-lr``."""
+    return "--" + field.replace("_", "-")
+
+
+def say(message: str) -> None:
+    """One line to stderr (what the user should know besides the JSON result)."""
+    print(message, file=sys.stderr)
 
 
 def read_classnames(path: str) -> list[str]:
-    """Class names from a file: a JSON list of strings, or one name per line."""
-    p = Path(path)
+    """Class names from a file: a JSON list of strings, or one name per line (UTF-8)."""
+    data = read_regular_file(path, limit=_MAX_CLASSNAME_FILE, what="class-name file", error=ClassNameError)
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ClassNameError(f"cannot read class-name file {path!r}: {exc}") from exc
-    stripped = text.strip()
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ClassNameError(
+            f"class-name file {path!r} is not UTF-8 text (byte {exc.start}: {data[exc.start : exc.start + 1]!r}); "
+            "save it as UTF-8"
+        ) from None
+    stripped = text.strip().lstrip("\ufeff")
     if stripped.startswith("["):
         try:
             names = json.loads(stripped)
         except json.JSONDecodeError as exc:
-            raise ClassNameError(f"{path!r} starts with '[' but is not valid JSON: {exc}") from exc
+            raise ClassNameError(
+                f"{path!r} starts with '[' but is not valid JSON: {exc.msg} at line {exc.lineno}"
+            ) from None
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise ClassNameError(f"{path!r} must hold a JSON list of strings")
         return names
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    return [line.strip() for line in text.lstrip("\ufeff").splitlines() if line.strip()]
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group()
+    src.add_argument(
+        "--arch",
+        default=None,
+        help=f"CLIP model: a clip name (default {const.DEFAULT_ARCH}, downloaded by clip), "
+        f"'{const.OPEN_CLIP_PREFIX}ARCH/PRETRAINED' or '{const.HF_PREFIX}ORG/REPO'",
+    )
+    src.add_argument(
+        "--weights", metavar="PATH", help="local CLIP checkpoint (OpenAI .pt or a state_dict) or model folder"
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
+
+
+def model_reference(args: argparse.Namespace) -> str:
+    return str(args.weights or args.arch or const.DEFAULT_ARCH)
+
+
+def add_config_options(p: argparse.ArgumentParser) -> None:
+    """One flag per :class:`FPPConfig` field, plus ``--config FILE.toml``; defaults stay unset so
+    that a config file and the flags combine (flags win)."""
+    p.add_argument("--config", metavar="FILE.toml", help="FPPConfig fields from a TOML file (flags override them)")
+    g = p.add_argument_group("FPP hyperparameters (defaults: the paper's)")
+    for f in dataclasses.fields(FPPConfig):
+        default = f.default
+        text = f"{_CONFIG_HELP[f.name]} (default {default})"
+        if f.name == "share_prefix":
+            g.add_argument(
+                "--no-share-prefix", dest="share_prefix", action="store_const", const=False, default=None, help=text
+            )
+        elif f.name in ("init", "autocast"):
+            choices = ["random", "predefined"] if f.name == "init" else ["auto", "off", "fp16", "bf16"]
+            g.add_argument(flag(f.name), choices=choices, default=None, help=text)
+        else:
+            kind = float if isinstance(default, float) or f.name == "flat_weight" else int
+            g.add_argument(flag(f.name), type=kind, default=None, metavar="N" if kind is int else "X", help=text)
+
+
+def _load_toml(path: str) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    data = read_regular_file(path, limit=_MAX_CLASSNAME_FILE, what="config file", error=ConfigError)
+    try:
+        table = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(
+            f"config file {path!r} is not valid TOML: {' '.join(str(exc).split())}", param="config"
+        ) from None
+    return table.get("fpp", table) if isinstance(table.get("fpp"), dict) else table
+
+
+def config_from_args(args: argparse.Namespace) -> FPPConfig:
+    """``--config`` file fields, then every flag that was given."""
+    base = FPPConfig.from_dict(_load_toml(args.config), strict=True) if args.config else FPPConfig()
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(FPPConfig) if getattr(args, f.name) is not None}
+    return base.replace(**given)
+
+
+def in_flags(message: str, param: str | None) -> str:
+    """A :class:`ConfigError` message with the Python name replaced by the CLI flag."""
+    if param and message.startswith(param):
+        return flag(param) + message[len(param) :]
+    return message

@@ -8,8 +8,9 @@ import os
 import sys
 from typing import Any
 
-from .. import constants as C
-from ._common import read_classnames
+from .. import constants as const
+from .._io import check_writable_file
+from ._common import add_model_options, model_reference, read_classnames
 
 
 def register(sub: Any) -> None:
@@ -24,16 +25,14 @@ def register(sub: Any) -> None:
         ),
     )
     p.add_argument("prompts", nargs="+", metavar="PROMPT", help="a .safetensors prompt file or a template text")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--arch", default=None, help=f"CLIP model name, downloaded by clip (default {C.DEFAULT_ARCH})")
-    src.add_argument("--weights", metavar="PATH", help="local CLIP checkpoint (OpenAI .pt or a state_dict)")
+    add_model_options(p)
     p.add_argument(
         "--classnames", metavar="FILE", help="class names (one per line or JSON); default: those of the prompt files"
     )
     p.add_argument(
-        "--reference",
+        "--template",
         default=None,
-        help=f"template the alignment is measured to (default: each file's template, else {C.DEFAULT_TEMPLATE!r})",
+        help=f"template the alignment is measured to (default: each file's template, else {const.DEFAULT_TEMPLATE!r})",
     )
     p.add_argument(
         "--factors",
@@ -54,7 +53,7 @@ def register(sub: Any) -> None:
         default="filter",
         help="landscape directions: row norms of the ctx (filter, default) or FPP's ctx noise size (noise)",
     )
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     p.set_defaults(func=run)
 
@@ -87,47 +86,34 @@ def format_table(results: list[Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._load import load_fpp_prompt
-    from .._pretrain import _resolve_model
-    from .._sharpness import sharpness
     from ..errors import ClassNameError
 
     if args.plot:
-        from .._plot import require_matplotlib
+        from ..plotting import require_matplotlib
 
         require_matplotlib()  # fail before the work, with the install hint
+        check_writable_file(args.plot, "--plot")
     factors = _factors(args.factors)
     names = read_classnames(args.classnames) if args.classnames else None
+    from ..api import sharpness
+    from ..artifacts import read_source
+    from ..backbones import text_model
+
     items: list[tuple[str, Any]] = []
     for text in args.prompts:
         if _is_file(text):
-            items.append((os.path.basename(text).rsplit(".", 1)[0], load_fpp_prompt(text)))
+            items.append((os.path.basename(text).rsplit(".", 1)[0], read_source(text).prompt))
         else:
             items.append((f'"{text}"', text))
     if names is None:
-        for _, item in items:
-            if not isinstance(item, str) and item.classnames:
-                names = item.classnames
-                break
+        names = next((item.classnames for _, item in items if not isinstance(item, str) and item.classnames), None)
         if names is None:
             raise ClassNameError("pass --classnames FILE (no prompt file carries class names)")
-    model, _, _ = _resolve_model(args.weights or args.arch or C.DEFAULT_ARCH, args.device)
+    model = text_model(model_reference(args), device=args.device)
+    options = dict(factors=factors, draws=args.draws, seed=args.seed, landscape=bool(args.plot), span=args.span)
+    options.update(points=args.points, points2d=args.points2d, direction_norm=args.direction_norm)
     results = [
-        sharpness(
-            model,
-            item,
-            names,
-            reference=args.reference,
-            label=label,
-            factors=factors,
-            draws=args.draws,
-            seed=args.seed,
-            landscape=bool(args.plot),
-            span=args.span,
-            points=args.points,
-            points2d=args.points2d,
-            direction_norm=args.direction_norm,
-        )
+        sharpness(model, item, names, template=args.template, label=label, progress=not args.quiet, **options)
         for label, item in items
     ]
     if args.json:
@@ -138,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_table(results), file=sys.stdout)
     if args.plot:
-        from .._plot import plot_sharpness
+        from ..plotting import plot_sharpness
 
         plot_sharpness(results, title=args.title, path=args.plot, dpi=args.dpi)
         print(f"wrote {args.plot}", file=sys.stderr)

@@ -1,20 +1,28 @@
-"""CLIP text towers: run embedded prompts through a text encoder, fast.
+"""CLIP text towers: run embedded prompts through a text encoder, fast and exactly.
 
-Towers know nothing of FPP: they map token embeddings (without positional
-embedding) and EOS positions to text features.
+Towers know nothing of FPP: they map token embeddings (without positional embedding) and
+read positions to text features. Every causal CLIP text tower, whatever library holds it,
+is described by a :class:`TowerSpec` and runs on :class:`CausalTextTower`; anything else runs
+through :class:`CallableTextTower` (the encoder itself, all positions).
 """
 
 from __future__ import annotations
 
-from ._base import TextTower
+from ._base import BlockSpec, LayerNormSpec, TextTower, TowerSpec
 from .callable import CallableTextTower
-from .openai import TEXT_PARTS, CLIPTextTower, fingerprint_modules, fingerprint_text_tower
+from .causal import CausalTextTower
+from .fingerprint import fingerprint_modules, fingerprint_spec
+from .openai import TEXT_PARTS, openai_spec
 
 __all__ = [
-    "TEXT_PARTS",
-    "CLIPTextTower",
-    "CallableTextTower",
     "TextTower",
+    "TowerSpec",
+    "BlockSpec",
+    "LayerNormSpec",
+    "CausalTextTower",
+    "CallableTextTower",
+    "fingerprint_spec",
     "fingerprint_modules",
-    "fingerprint_text_tower",
+    "openai_spec",
+    "TEXT_PARTS",
 ]

@@ -1,38 +1,117 @@
+"""What a text tower is, to FPP: the protocol, and the canonical description of a causal CLIP tower."""
+
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import torch
 
+__all__ = ["TextTower", "LayerNormSpec", "BlockSpec", "TowerSpec"]
+
 
 @runtime_checkable
 class TextTower(Protocol):
-    """What the FPP optimiser needs from a text encoder."""
+    """What the FPP optimiser and the sharpness measure need from a text encoder.
+
+    Inputs are token embeddings *without* the positional embedding. ``eot`` are the
+    positions whose hidden state becomes the feature (the EOS token for CLIP's pooling).
+    """
+
+    #: width of the token embeddings (``D``).
+    width: int
+    #: maximum number of positions (``L``).
+    context_length: int
+    #: whether :meth:`encode_shared_prefix` computes a shared prefix once (else it expands it).
+    supports_shared_prefix: bool
 
     @property
     def dtype(self) -> torch.dtype:
         """dtype of the tower's weights (inputs are cast to it)."""
         ...
 
-    #: width of the token embeddings (``D``).
-    width: int
-    #: maximum number of positions (``L``).
-    context_length: int
-    #: whether :meth:`encode_shared_prefix` is available.
-    supports_shared_prefix: bool
+    @property
+    def device(self) -> torch.device:
+        """Where the tower's weights are."""
+        ...
 
     def encode(self, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
-        """Features ``[B, E]`` of embedded prompts ``x`` ``[B, L, D]``, read at ``eot`` ``[B]``."""
+        """Features ``[B, E]`` of embedded prompts ``x`` ``[B, >=max(eot)+1, D]``, read at ``eot`` ``[B]``."""
         ...
 
     def encode_shared_prefix(self, prefix: torch.Tensor, rest: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
         """Features ``[G, C, E]`` of prompts ``cat(prefix[g], rest[g, c])``.
 
-        ``prefix`` ``[G, P, D]`` is shared by the ``C`` prompts of group ``g``,
-        ``rest`` is ``[G, C, R, D]``; ``eot`` ``[C]`` are absolute positions.
+        ``prefix`` ``[G, P, D]`` is shared by the ``C`` prompts of group ``g``; ``rest`` is
+        ``[G, C, R, D]``; ``eot`` ``[C]`` are absolute positions (all ``>= P``).
         """
         ...
 
     def fingerprint(self) -> str:
-        """A cheap, dtype- and device-independent hash of the weights."""
+        """A cheap, dtype-, device- and library-independent hash of the weights (see :mod:`.fingerprint`)."""
         ...
+
+
+@dataclass(frozen=True)
+class LayerNormSpec:
+    """A LayerNorm over the last dimension: ``(x - mean) / sqrt(var + eps) * weight + bias``."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    eps: float
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One pre-LayerNorm transformer block, as every CLIP text tower has it.
+
+    ``x = x + ls_1 * out(attention(ln_1(x)))``, then ``x = x + ls_2 * fc2(act(fc1(ln_2(x))))``;
+    causal multi-head attention with ``qkv_weight`` rows ``[q; k; v]``.
+    """
+
+    ln_1: LayerNormSpec
+    qkv_weight: torch.Tensor  # [3D, D]
+    qkv_bias: torch.Tensor | None  # [3D]
+    out_weight: torch.Tensor  # [D, D]
+    out_bias: torch.Tensor | None
+    ln_2: LayerNormSpec
+    fc1_weight: torch.Tensor  # [H, D]
+    fc1_bias: torch.Tensor | None
+    fc2_weight: torch.Tensor  # [D, H]
+    fc2_bias: torch.Tensor | None
+    activation: str  # "quick_gelu", "gelu" or "gelu_tanh"
+    ls_1: torch.Tensor | None = None  # LayerScale gamma [D]
+    ls_2: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class TowerSpec:
+    """A causal CLIP text tower in library-independent form (tensors are the model's own, not copies,
+    where the library's layout allows).
+
+    Attributes:
+        blocks: the transformer blocks.
+        heads: attention heads per block.
+        positional_embedding: ``[L, D]``, added to the token embeddings before block 0.
+        ln_final: the LayerNorm after the last block.
+        projection: ``[D, E]``: features are ``ln_final(x)[read] @ projection`` (``None``: no projection).
+        deep_prompts: MaPLe-style deep prompts: ``{block index: [n, D]}`` replacing the rows
+            ``deep_start .. deep_start + n - 1`` of every prompt right before that block.
+        deep_start: first row the deep prompts replace (the ctx start).
+    """
+
+    blocks: tuple[BlockSpec, ...]
+    heads: int
+    positional_embedding: torch.Tensor
+    ln_final: LayerNormSpec
+    projection: torch.Tensor | None
+    deep_prompts: dict[int, torch.Tensor] = field(default_factory=dict)
+    deep_start: int = 1
+
+    @property
+    def width(self) -> int:
+        return int(self.positional_embedding.shape[-1])
+
+    @property
+    def context_length(self) -> int:
+        return int(self.positional_embedding.shape[-2])

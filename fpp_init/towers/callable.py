@@ -1,19 +1,19 @@
+"""The general (slower) path: a tower around any TPT-style ``text_encoder(prompts, tokenized_prompts)``."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import torch
-from torch import nn
 
-from .openai import fingerprint_modules
+__all__ = ["CallableTextTower"]
 
 
 class CallableTextTower:
-    """A tower around any TPT-style ``text_encoder(prompts, tokenized_prompts)``.
+    """Runs the encoder itself on all ``L`` positions (no truncation, no prefix sharing).
 
-    The general, slower path: it runs the encoder on all ``L`` positions.
-    ``tokenized_prompts`` is only used for ``argmax`` (the EOS position), so a
-    one-hot row at ``eot`` is passed.
+    ``tokenized_prompts`` is only used by such encoders for ``argmax`` (the EOS position), so a
+    one-hot row at ``eot`` is passed. ``fingerprint`` is supplied by whoever knows the weights.
     """
 
     supports_shared_prefix = False
@@ -25,13 +25,22 @@ class CallableTextTower:
         width: int,
         context_length: int,
         dtype: torch.dtype,
-        modules: list[nn.Module] | None = None,
+        device: torch.device,
+        fingerprint: Callable[[], str],
     ) -> None:
         self._encoder = encoder
         self.width = width
         self.context_length = context_length
-        self.dtype = dtype
-        self._modules = modules or []
+        self._dtype, self._device = dtype, device
+        self._fingerprint = fingerprint
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
 
     def encode(self, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
         b, length = x.shape[0], x.shape[1]
@@ -42,9 +51,7 @@ class CallableTextTower:
         tokens = torch.zeros(b, length, dtype=torch.long, device=x.device)
         tokens[torch.arange(b, device=x.device), eot.to(x.device)] = 1
         out = self._encoder(x.to(self.dtype), tokens)
-        if isinstance(out, tuple):
-            out = out[0]
-        return out
+        return out[0] if isinstance(out, tuple) else out
 
     def encode_shared_prefix(self, prefix: torch.Tensor, rest: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
         g, c = rest.shape[0], rest.shape[1]
@@ -52,4 +59,4 @@ class CallableTextTower:
         return self.encode(full.flatten(0, 1), eot.repeat(g)).view(g, c, -1)
 
     def fingerprint(self) -> str:
-        return fingerprint_modules(self._modules)
+        return self._fingerprint()

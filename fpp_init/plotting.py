@@ -1,4 +1,4 @@
-"""Figures (matplotlib, imported lazily: ``pip install "fpp-init[plot]"``).
+"""Figures (matplotlib, imported on first use: the ``plot`` extra).
 
 Every function returns the ``matplotlib.figure.Figure`` and, given ``path``,
 writes it as a PNG atomically. Figures are built with the object API
@@ -14,31 +14,19 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ._utils import atomic_write_bytes
-from .errors import PlotDependencyError
+from ._deps import require
+from ._io import atomic_write_bytes
+from .errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-    from ._sharpness import SharpnessResult
-    from .metrics import ReliabilityBins
-
 __all__ = ["require_matplotlib", "plot_reliability", "plot_sharpness", "save_png"]
-
-INSTALL_HINT = 'pip install "fpp-init[plot]"'
 
 
 def require_matplotlib() -> Any:
-    """The ``matplotlib`` module, or :class:`PlotDependencyError` with the install command."""
-    try:
-        import matplotlib
-        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
-        from matplotlib.figure import Figure  # noqa: F401
-    except ImportError as exc:
-        raise PlotDependencyError(
-            f"plotting needs matplotlib, which is not installed ({exc}); install it with: {INSTALL_HINT}"
-        ) from exc
-    return matplotlib
+    """The ``matplotlib`` module, or :class:`~fpp_init.errors.PlotDependencyError` with the install command."""
+    return require("matplotlib", "plot", "plotting")
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -59,11 +47,11 @@ def save_png(fig: Figure, path: str | os.PathLike[str], dpi: int = 100) -> None:
 
     small = io.BytesIO()
     Image.open(buf).convert("RGB").quantize(colors=256).save(small, format="PNG", optimize=True)
-    atomic_write_bytes(path, small.getvalue())
+    atomic_write_bytes(path, small.getvalue(), what="figure")
 
 
-def plot_reliability(bins: ReliabilityBins, *, title: str | None = None, path: str | None = None) -> Figure:
-    """Reliability diagram of :func:`fpp_init.metrics.reliability_bins` output: 2 axes."""
+def plot_reliability(bins: Any, *, title: str | None = None, path: str | None = None) -> Figure:
+    """Reliability diagram of :func:`fpp_init.metrics.reliability_bins` output (a ``ReliabilityBins``): 2 axes."""
     fig = _new_figure(5.0, 5.5)
     ax, hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     lower = bins.lower.tolist()
@@ -91,20 +79,20 @@ def plot_reliability(bins: ReliabilityBins, *, title: str | None = None, path: s
 
 
 def plot_sharpness(
-    results: Sequence[SharpnessResult],
+    results: Sequence[Any],
     *,
     title: str | None = None,
     path: str | os.PathLike[str] | None = None,
     dpi: int = 100,
 ) -> Figure:
-    """Sharpness figure of one or more prompts.
+    """Sharpness figure of one or more prompts (:class:`~fpp_init.SharpnessResult` objects).
 
     Panels: (1) mean cosine drop vs noise scale, one curve per prompt; (2) the 1-D
     landscape slice (feature drift along a random filter-normalised direction), if the
     results carry one; then (3..) one 2-D slice contour per prompt that carries one.
     """
     if not results:
-        raise ValueError("no sharpness results to plot")
+        raise ConfigError("no sharpness results to plot", param="results")
     with_2d = [r for r in results if r.landscape is not None and r.landscape.grid2d is not None]
     with_1d = [r for r in results if r.landscape is not None]
     top = 2 if with_1d else 1

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import logging
 import os
-import types
+import warnings
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 
-from .._algorithm import optimize_flat_prompt
-from .._cache import resolve_cache_dir
-from .._pretrain import prompt_from_result
-from .._utils import frozen
-from ..config import FPPConfig
-from ..errors import ConfigError, PromptMismatchError
-from ..prompt import FPPPrompt
-from ._families import FAMILY_NAMES, MAPLE_WARNING, LiveModel, Snapshot
+from .._runtime import cpu_threads, frozen
+from .._validate import check_bool, check_cache, check_device
+from ..adapters import MAPLE_WARNING, Family, LiveModel, Snapshot
+from ..algorithm import optimize_flat_prompt
+from ..artifacts import FPPPrompt, as_prompt
+from ..artifacts.cache import CacheRequest, PromptCache
+from ..artifacts.export import PromptSource
+from ..backbones.clip import infer_backbone
+from ..config import FPPConfig, as_config
+from ..errors import BeyondPaperWarning, ConfigError, PromptMismatchError, PromptMismatchWarning
+from .pretrain import prompt_from_result
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +28,6 @@ __all__ = ["apply", "FPPHandle"]
 
 _STATE_ATTR = "_fpp_init_state"
 _HOOKED = "reset_classnames"
-
-Source = Union[FPPPrompt, torch.Tensor, str, "os.PathLike[str]"]
 
 
 class _ResetHook:
@@ -51,9 +51,9 @@ class _ResetHook:
 class _Options:
     """What an ``apply`` call asked for (kept so a class-set change can be served the same way)."""
 
-    source: FPPPrompt | None
+    prompt: FPPPrompt | None
     config: FPPConfig
-    cache_dir: Path | None
+    cache: PromptCache | None
     progress: bool
     device: torch.device | None
     strict: bool
@@ -63,8 +63,8 @@ class FPPHandle:
     """An FPP installation in a live model; undo it with :meth:`remove` or a ``with`` block.
 
     Attributes:
-        family: the design detected (``"tpt"``, ``"aux"``, ``"dynaprompt"``, ``"cocoop"``,
-            ``"maple"``).
+        family: the design detected (a :class:`~fpp_init.adapters.Family`; compares equal to
+            ``"tpt"``, ``"aux"``, ``"dynaprompt"``, ``"cocoop"``, ``"maple"``).
         prompt: the :class:`~fpp_init.FPPPrompt` installed for the current class set.
         predefined: the original initial ctx ``[n_ctx, D]`` (what FPP stays aligned with).
         active: ``False`` once removed.
@@ -112,14 +112,14 @@ class FPPHandle:
 
     def __repr__(self) -> str:
         state = "active" if self.active else "removed"
-        return f"FPPHandle({FAMILY_NAMES[self.family]}, n_ctx={self._live.n_ctx}, {state}, prompt={self.prompt!r})"
+        return f"FPPHandle({self.family.description}, n_ctx={self._live.n_ctx}, {state}, prompt={self.prompt!r})"
 
     # -- internals ------------------------------------------------------------------------
     def _resolve(self) -> FPPPrompt:
         """The prompt for the model's current class set (given, memoised, cached or pretrained)."""
-        if self._opts.source is not None:
-            self._check_source(self._opts.source)
-            return self._opts.source
+        if self._opts.prompt is not None:
+            self._check_prompt(self._opts.prompt)
+            return self._opts.prompt
         return self._pretrain()
 
     def _tower_fingerprint(self) -> str:
@@ -127,11 +127,11 @@ class FPPHandle:
             self._fingerprint = self._live.fingerprint()
         return self._fingerprint
 
-    def _check_source(self, prompt: FPPPrompt) -> None:
+    def _check_prompt(self, prompt: FPPPrompt) -> None:
         live = self._live
         if prompt.n_ctx != live.n_ctx or prompt.width != live.width:
             raise PromptMismatchError(
-                f"the prompt has shape [{prompt.n_ctx}, {prompt.width}] but the model's {FAMILY_NAMES[live.family]} "
+                f"the prompt has shape [{prompt.n_ctx}, {prompt.width}] but the model's {live.family.description} "
                 f"prompt is [{live.n_ctx}, {live.width}]: "
                 + (
                     "another backbone?"
@@ -146,7 +146,7 @@ class FPPHandle:
                 + (
                     "other CLIP weights or other deep text prompts (a MaPLe / PromptAlign tower includes its "
                     "compound_prompts_text); "
-                    if live.family == "maple"
+                    if live.family == Family.MAPLE
                     else "other CLIP weights; "
                 )
                 + "pretrain for these weights, or pass strict=False to install it anyway"
@@ -154,55 +154,49 @@ class FPPHandle:
         names = live.classnames()
         given = None if prompt.class_agnostic or prompt.classnames is None else prompt.classnames
         if given is not None and names is not None and _spaced(given) != _spaced(names):
-            logger.warning(
-                "installing a prompt pretrained for %d other class names (%s...) into a model with "
-                "%d classes; a class-agnostic prompt or apply(model) without a source fits any class set",
-                len(given),
-                ", ".join(given[:3]),
-                len(names),
+            warnings.warn(
+                f"installing a prompt pretrained for {len(given)} other class names ({', '.join(given[:3])}...) into a "
+                f"model with {len(names)} classes; a class-agnostic prompt, or apply(model) without a prompt, fits "
+                "any class set",
+                PromptMismatchWarning,
+                stacklevel=4,
             )
 
     def _pretrain(self) -> FPPPrompt:
         live = self._live
-        from .._cache import cache_key, lookup, store
-
-        names = live.classnames()
-        template = live.template()
-        fingerprint = self._tower_fingerprint()
-        cfg, cache_dir = self._opts.config, self._opts.cache_dir
-        where = f"live:{live.family}:{live.ctx_start}:{live.prompts_digest()}"  # what the class set embeds
-        key = cache_key(fingerprint, names, live.num_classes, where, self.predefined, None, cfg)
+        cfg = self._opts.config
+        layout = f"live:{live.family.value}:{live.ctx_start}:{live.prompts_digest()}"  # what the class set embeds
+        request = CacheRequest(
+            self._tower_fingerprint(), live.classnames(), live.num_classes, layout, self.predefined, None, cfg
+        )
+        key = request.key
         if key in self._memo:
             return self._memo[key]
-        if cache_dir is not None:
-            hit = lookup(cache_dir, key, fingerprint=fingerprint, n_ctx=live.n_ctx, width=live.width)
-            if hit is not None:
-                logger.info("FPP cache hit %s (%d classes)", key, live.num_classes)
-                self._memo[key] = hit
-                return hit
+        hit = self._opts.cache.lookup(request) if self._opts.cache is not None else None
+        if hit is not None:
+            self._memo[key] = hit
+            return hit
         logger.info(
             "pretraining FPP on the live model: %d classes, n_ctx %d, %d steps", live.num_classes, live.n_ctx, cfg.steps
         )
-        with frozen([live.text_encoder]):
-            tower = live.tower()
-            prompts = live.embedded()
-            device = self._opts.device or live.device
+        device = self._opts.device or live.device
+        with frozen([live.text_encoder]), cpu_threads(cfg.threads, device):
             result = optimize_flat_prompt(
-                tower, prompts, self.predefined, cfg, device=device, progress=self._opts.progress
+                live.tower(), live.embedded(), self.predefined, cfg, device=device, progress=self._opts.progress
             )
         prompt = prompt_from_result(
             result,
             cfg,
-            backbone=_backbone(live),
-            template=template,
-            classnames=names,
+            backbone=infer_backbone(getattr(live.root, "image_encoder", None)),
+            template=live.template(),
+            classnames=live.classnames(),
             class_agnostic=False,
             num_classes=live.num_classes,
-            fingerprint=fingerprint,
+            fingerprint=request.fingerprint,
         )
         self._memo[key] = prompt
-        if cache_dir is not None:
-            store(cache_dir, key, prompt)
+        if self._opts.cache is not None:
+            self._opts.cache.store(request, prompt)
         return prompt
 
     def _install(self, prompt: FPPPrompt) -> None:
@@ -243,44 +237,12 @@ def _spaced(names: list[str]) -> list[str]:
     return [n.replace("_", " ") for n in names]
 
 
-def _backbone(live: LiveModel) -> str | None:
-    from .._pretrain import infer_backbone
-
-    visual = getattr(live.root, "image_encoder", None)
-    return infer_backbone(types.SimpleNamespace(visual=visual)) if visual is not None else None  # type: ignore[arg-type]
-
-
-def _as_prompt(source: Any) -> FPPPrompt | None:
-    if source is None or isinstance(source, FPPPrompt):
-        return source
-    if isinstance(source, torch.Tensor):
-        if (
-            source.dim() != 2
-            or not source.is_floating_point()
-            or source.numel() == 0
-            or not bool(torch.isfinite(source).all())
-        ):
-            raise PromptMismatchError(
-                f"a ctx tensor must be a finite, non-empty float [n_ctx, D] tensor, got {source.dtype} "
-                f"{tuple(source.shape)}"
-            )
-        return FPPPrompt(ctx=source.detach().float().cpu().clone(), template=None)
-    if isinstance(source, (str, os.PathLike)):
-        from .. import load_fpp_prompt
-
-        return load_fpp_prompt(source)
-    raise ConfigError(
-        f"source must be an FPPPrompt, a [n_ctx, D] tensor, a prompt file path or an hf:// reference; "
-        f"got {type(source).__name__}"
-    )
-
-
 def apply(
     model: Any,
-    source: Source | None = None,
+    source: PromptSource | None = None,
     *,
     config: FPPConfig | None = None,
-    cache: bool | str | os.PathLike[str] = True,
+    cache: bool | str | os.PathLike[str] = False,
     progress: bool = True,
     device: str | torch.device | None = None,
     strict: bool = True,
@@ -315,7 +277,9 @@ def apply(
         config: FPP hyperparameters for pretraining; keyword ``options`` override fields
             (``steps=200, seed=1``).
         cache: reuse prompts pretrained earlier for the same text tower, class set, original
-            ctx and config: ``True`` (default cache folder), a folder, or ``False``.
+            ctx and config: ``True`` (the default cache folder), a folder, or ``False`` (default,
+            as everywhere in fpp-init: nothing is written unless asked for). With ``True``, runs
+            with other TPT seeds do not pretrain again.
         progress: tqdm progress bar while pretraining.
         device: where to pretrain (default: the model's device).
         strict: refuse a prompt whose text-tower fingerprint differs from the model's.
@@ -333,16 +297,24 @@ def apply(
             "apply() pretrains on the live model for its current class names (a live TPT model keeps no "
             "token-embedding table to draw class-agnostic tokens from). For a class-agnostic prompt, pretrain "
             "one on the same CLIP weights with fpp_init.pretrain_flat_prompt(..., class_agnostic=True) and "
-            "pass it: apply(model, prompt)"
+            "pass it: apply(model, prompt)",
+            param="class_agnostic",
         )
-    cfg = config or FPPConfig()
-    if options:
-        cfg = cfg.replace(**options)
+    cfg = as_config(config, options)
+    check_bool(progress, "progress")
+    check_bool(strict, "strict")
+    cache_dir = check_cache(cache)
+    dev = check_device(device) if device is not None else None
     live = LiveModel(model)
-    prompt_source = _as_prompt(source)
-    cache_dir = resolve_cache_dir(cache)
-    dev = torch.device(device) if device is not None else None
-    opts = _Options(source=prompt_source, config=cfg, cache_dir=cache_dir, progress=progress, device=dev, strict=strict)
+    prompt = None if source is None else as_prompt(source)
+    opts = _Options(
+        prompt=prompt,
+        config=cfg,
+        cache=None if cache_dir is None else PromptCache(cache_dir),
+        progress=progress,
+        device=dev,
+        strict=strict,
+    )
 
     existing = live.learner.__dict__.get(_STATE_ATTR)
     if isinstance(existing, FPPHandle) and existing.active:
@@ -350,12 +322,12 @@ def apply(
         return existing
 
     handle = FPPHandle(live, opts)
-    if live.family == "maple":
-        logger.warning(MAPLE_WARNING)
-    prompt = handle._resolve()  # may fail: nothing has been modified yet
-    handle._install(prompt)
+    if live.family == Family.MAPLE:
+        warnings.warn(MAPLE_WARNING, BeyondPaperWarning, stacklevel=2)
+    installed = handle._resolve()  # may fail: nothing has been modified yet
+    handle._install(installed)
     handle._attach()
     logger.info(
-        "FPP prompt installed in %s (%s, n_ctx %d)", type(live.root).__name__, FAMILY_NAMES[live.family], live.n_ctx
+        "FPP prompt installed in %s (%s, n_ctx %d)", type(live.root).__name__, live.family.description, live.n_ctx
     )
     return handle

@@ -1,0 +1,251 @@
+"""Files: bounded reads of regular files, writability checks before work, atomic writes.
+
+Every OS error becomes a one-line :class:`~fpp_init.errors.FPPError` that names the path.
+Writes go to a temp file in the destination folder (``.NAME.<pid>-<random>.tmp``), are
+flushed to disk and renamed over the destination, so a reader sees the old file or the
+new one, never a part. A temp file left by a killed process is removed by the next write
+of the same file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+import stat
+import time
+from pathlib import Path
+
+from . import constants as const
+from .errors import FPPError, OutputError, PromptFileError
+
+__all__ = [
+    "default_cache_dir",
+    "read_regular_file",
+    "check_writable_file",
+    "check_writable_dir",
+    "atomic_write_bytes",
+    "os_reason",
+    "remove_stale_temps",
+]
+
+_TMP_SUFFIX = ".tmp"
+_STALE_SECONDS = 24 * 3600
+
+
+def default_cache_dir() -> Path:
+    """``$FPP_INIT_CACHE``, else ``$XDG_CACHE_HOME/fpp-init``, else ``~/.cache/fpp-init``."""
+    env = os.environ.get(const.CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "fpp-init"
+
+
+def os_reason(exc: OSError) -> str:
+    """One line saying why an OS call failed, with what to do for the usual causes."""
+    hints = {
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+        errno.EROFS: "read-only file system",
+        errno.ENOSPC: "no space left on the device",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.ENAMETOOLONG: "file name too long",
+        errno.EISDIR: "is a directory",
+        errno.ENOTDIR: "a parent is not a folder",
+        errno.ENOENT: "no such file or folder",
+    }
+    return hints.get(exc.errno or -1) or " ".join((exc.strerror or str(exc)).split())
+
+
+# -- reading --------------------------------------------------------------------------------------
+def read_regular_file(
+    path: str | os.PathLike[str],
+    *,
+    limit: int,
+    what: str = "file",
+    error: type[FPPError] = PromptFileError,
+) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes; never blocks, never reads more.
+
+    FIFOs, devices, sockets and folders are refused before anything is read (the file is opened
+    non-blocking, then checked with ``fstat``), and reading stops after ``limit + 1`` bytes.
+    """
+    shown = os.fspath(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise error(f"{what} not found: {shown!r}") from None
+    except OSError as exc:
+        raise error(f"cannot read {what} {shown!r}: {os_reason(exc)}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise error(f"{shown!r} is a folder; pass the {what} inside it")
+        if not stat.S_ISREG(mode):
+            kind = (
+                "a FIFO"
+                if stat.S_ISFIFO(mode)
+                else "a device"
+                if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "not a regular file"
+            )
+            raise error(f"{shown!r} is {kind}; only regular files are read as a {what}")
+        chunks, total = [], 0
+        while total <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    except OSError as exc:
+        raise error(f"cannot read {what} {shown!r}: {os_reason(exc)}") from None
+    finally:
+        os.close(fd)
+    if total > limit:
+        raise error(f"{shown!r} is larger than {limit} bytes; no {what} is that large (a wrong file?)")
+    return b"".join(chunks)
+
+
+# -- checking outputs before work -----------------------------------------------------------------
+def _existing_ancestor(path: Path) -> Path:
+    p = path.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _probe(folder: Path, shown: str, what: str) -> None:
+    """Create and remove a file in ``folder``: the only check that root, ACLs and read-only mounts all obey."""
+    if not folder.is_dir():
+        raise OutputError(f"cannot write {what} {shown!r}: {str(folder)!r} is a file, not a folder")
+    probe = folder / f".fpp-init-probe.{os.getpid()}-{secrets.token_hex(4)}{_TMP_SUFFIX}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise OutputError(f"cannot write {what} {shown!r}: {os_reason(exc)} (in {str(folder)!r})") from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def check_writable_file(path: str | os.PathLike[str], what: str = "output") -> Path:
+    """Raise :class:`OutputError` now, before any work, unless a file can be written at ``path``."""
+    try:
+        return _check_writable_file(Path(path).expanduser(), os.fspath(path), what)
+    except OSError as exc:  # e.g. stat of a name longer than the file system allows
+        raise OutputError(f"cannot write {what} {os.fspath(path)!r}: {os_reason(exc)}") from None
+
+
+def _check_writable_file(p: Path, shown: str, what: str) -> Path:
+    if p.is_dir():
+        raise OutputError(f"cannot write {what} {shown!r}: it is an existing folder; give a file name")
+    if p.exists() and not p.is_file():
+        raise OutputError(f"cannot write {what} {shown!r}: it exists and is not a regular file")
+    folder = _existing_ancestor(p.parent)
+    if len(os.fsencode(p.name)) > _name_max(folder):
+        raise OutputError(f"cannot write {what} {shown!r}: the file name is too long for this file system")
+    _probe(folder, shown, what)
+    return p
+
+
+def check_writable_dir(path: str | os.PathLike[str], what: str = "output folder") -> Path:
+    """Raise :class:`OutputError` unless ``path`` is (or can become) a folder we can write into."""
+    try:
+        return _check_writable_dir(Path(path).expanduser(), os.fspath(path), what)
+    except OSError as exc:
+        raise OutputError(f"cannot write {what} {os.fspath(path)!r}: {os_reason(exc)}") from None
+
+
+def _check_writable_dir(p: Path, shown: str, what: str) -> Path:
+    if p.exists() and not p.is_dir():
+        raise OutputError(f"cannot write {what} {shown!r}: it exists and is not a folder")
+    folder = _existing_ancestor(p)
+    if not p.exists() and len(os.fsencode(p.name)) > _name_max(folder):
+        raise OutputError(f"cannot write {what} {shown!r}: the folder name is too long for this file system")
+    _probe(folder, shown, what)
+    return p
+
+
+# -- writing --------------------------------------------------------------------------------------
+def remove_stale_temps(folder: Path, name: str) -> None:
+    """Remove temp files of ``name`` left by writers that no longer run (killed with SIGKILL, power loss)."""
+    prefix = f".{name[:200]}."
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    now = time.time()
+    for entry in entries:
+        if not (entry.name.startswith(prefix) and entry.name.endswith(_TMP_SUFFIX)):
+            continue
+        tag = entry.name[len(prefix) : -len(_TMP_SUFFIX)]
+        pid_text = tag.split("-", 1)[0]
+        try:
+            alive = pid_text.isdigit() and _pid_alive(int(pid_text))
+            old = now - entry.stat(follow_symlinks=False).st_mtime > _STALE_SECONDS
+        except OSError:
+            continue
+        if not alive or old:
+            with contextlib.suppress(OSError):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, what: str = "output") -> Path:
+    """Write ``data`` to ``path`` atomically; the usual file mode (``0666`` minus the umask).
+
+    Creates missing parent folders. Any OS error becomes :class:`OutputError` naming the path;
+    nothing is left behind on failure or interruption (SIGINT, or SIGTERM in the CLI).
+    """
+    p = Path(path).expanduser()
+    shown = os.fspath(path)
+    tmp = None
+    try:
+        if p.is_dir():
+            raise OutputError(f"cannot write {what} {shown!r}: it is an existing folder; give a file name")
+        folder = _existing_ancestor(p.parent)
+        if not folder.is_dir():
+            raise OutputError(f"cannot write {what} {shown!r}: {str(folder)!r} is a file, not a folder")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(p.parent, p.name)
+        tmp = p.parent / f".{p.name[:200]}.{os.getpid()}-{secrets.token_hex(4)}{_TMP_SUFFIX}"
+        # the kernel applies the umask to 0o666, as for any newly created file
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+        tmp = None
+    except OSError as exc:
+        raise OutputError(f"cannot write {what} {shown!r}: {os_reason(exc)}") from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    return p

@@ -1,0 +1,23 @@
+"""The front doors: each validates its arguments, then uses the layers below.
+
+``pretrain_flat_prompt``, ``load_fpp_prompt``, ``sharpness``, ``apply`` / ``FPPHandle``,
+``push_fpp_prompt``, ``fingerprint_model``.
+"""
+
+from __future__ import annotations
+
+from .apply import FPPHandle, apply
+from .load import load_fpp_prompt
+from .pretrain import fingerprint_model, pretrain_flat_prompt
+from .push import push_fpp_prompt
+from .sharpness import sharpness
+
+__all__ = [
+    "pretrain_flat_prompt",
+    "load_fpp_prompt",
+    "sharpness",
+    "apply",
+    "FPPHandle",
+    "push_fpp_prompt",
+    "fingerprint_model",
+]

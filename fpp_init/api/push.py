@@ -1,0 +1,53 @@
+"""``push_fpp_prompt``: upload prompt files plus a model card to a Hugging Face Hub repository."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from .._validate import check_bool, check_str
+from .._version import __version__
+from ..artifacts import build_hub_folder, collect_prompts
+from ..artifacts.export import PromptSource, plan_file_names
+from ..artifacts.hub import check_repo_id, fetch_model_card, require_online, upload_folder
+from ..errors import ConfigError
+
+__all__ = ["push_fpp_prompt"]
+
+
+def push_fpp_prompt(
+    sources: PromptSource | Sequence[PromptSource],
+    repo_id: str,
+    *,
+    filenames: Sequence[str] | None = None,
+    private: bool | None = None,
+    token: str | bool | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    license: str | None = None,
+) -> str:
+    """Upload prompt file(s) plus a model card to the Hub model repository ``repo_id``; the commit URL.
+
+    Files are named by :func:`~fpp_init.artifacts.default_filename` unless ``filenames`` is given.
+    The repository's existing card is read first and its files stay listed in the new card (a
+    file of the same name is replaced). Uses :func:`huggingface_hub.create_repo`
+    (``exist_ok=True``) and :func:`huggingface_hub.upload_folder`; ``revision`` is the branch to
+    commit to (default: the main branch).
+    """
+    check_repo_id(repo_id)
+    if private is not None:
+        check_bool(private, "private")
+    check_str(revision, "revision", allow_none=True)
+    check_str(commit_message, "commit_message", allow_none=True)
+    if token is not None and not isinstance(token, (str, bool)):
+        raise ConfigError(f"token must be a string, True/False or None, got {type(token).__name__}", param="token")
+    items = collect_prompts(sources)
+    names = plan_file_names(items, filenames)  # every argument is checked before the network is touched
+    require_online(f"push to {repo_id!r}")
+    existing = fetch_model_card(repo_id, revision=revision, token=token)
+    with tempfile.TemporaryDirectory(prefix="fpp-push-") as tmp:
+        folder = Path(tmp) / "upload"
+        build_hub_folder(items, folder, filenames=names, repo_id=repo_id, license=license, existing_card=existing)
+        message = commit_message or f"Upload {len(items)} FPP prompt file(s) with fpp-init {__version__}"
+        return upload_folder(folder, repo_id, private=private, token=token, revision=revision, commit_message=message)

@@ -1,0 +1,102 @@
+"""Where a prompt comes from: a local file, an ``hf://`` reference, ``OWNER/REPO`` + a file name."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import constants as const
+from .._validate import check_bool, check_ctx, check_path, check_str
+from ..errors import ConfigError, HubError, PickleFileError, PromptFileError
+from . import hub
+from .files import PromptFile, read_prompt_file
+from .prompt import FPPPrompt
+
+__all__ = ["HubOptions", "resolve_path", "read_source", "as_prompt"]
+
+
+class HubOptions:
+    """How Hub sources are fetched (validated once): revision, cache folder, token, offline."""
+
+    def __init__(
+        self,
+        revision: Any = None,
+        cache_dir: Any = None,
+        token: Any = None,
+        local_files_only: Any = False,
+    ) -> None:
+        self.revision = check_str(revision, "revision", allow_none=True)
+        self.cache_dir = None if cache_dir is None else check_path(cache_dir, "cache_dir")
+        if token is not None and not isinstance(token, (str, bool)):
+            raise ConfigError(f"token must be a string, True/False or None, got {type(token).__name__}", param="token")
+        self.token = token
+        self.local_files_only = check_bool(local_files_only, "local_files_only")
+
+
+def resolve_path(
+    source: Any, filename: Any = None, *, options: HubOptions | None = None, allow_pickle: bool = False
+) -> Path:
+    """The local file behind ``source``: a path, ``hf://OWNER/REPO[@REV]/FILE``, or ``OWNER/REPO`` + ``filename``."""
+    opts = options or HubOptions()
+    if not isinstance(source, (str, os.PathLike)):
+        raise ConfigError(
+            f"source must be a prompt file path or an hf:// reference, got {source!r} ({type(source).__name__})",
+            param="source",
+        )
+    if filename is not None:
+        check_str(filename, "filename")
+        if not isinstance(source, str) or hub.is_hub_ref(source):
+            raise HubError(f"with filename=, source must be a repository id OWNER/NAME, got {source!r}")
+        source = f"{const.HUB_SCHEME}{source}/{filename}"
+    if hub.is_hub_ref(source):
+        ref = hub.parse_hub_ref(str(source), revision=opts.revision)
+        if Path(ref.filename).suffix.lower() in const.PICKLE_SUFFIXES and not allow_pickle:
+            raise PickleFileError(
+                f"{ref} is a pickle (torch.save) file; pickles can run code, so fpp-init refuses them by default. "
+                "If you trust the repository, pass allow_pickle=True (read with torch.load(weights_only=True))"
+            )
+        path = hub.download(ref, cache_dir=opts.cache_dir, token=opts.token, local_files_only=opts.local_files_only)
+        assert path is not None
+        return path
+    if opts.revision is not None:
+        raise HubError(
+            f"revision={opts.revision!r} applies only to Hub sources, not to the local path {os.fspath(source)!r}"
+        )
+    path = check_path(source, "source")
+    text = os.fspath(source)
+    if (
+        not path.exists()
+        and isinstance(source, str)
+        and text.count("/") >= 1
+        and ":" not in text
+        and not text.startswith((".", "/", "~"))
+    ):
+        hint = f"hf://{text}" if text.count("/") >= 2 else f"load_fpp_prompt({text!r}, 'FILE.safetensors')"
+        raise PromptFileError(f"prompt file not found: {text!r}. For a Hugging Face Hub file use {hint}")
+    return path
+
+
+def read_source(
+    source: Any, filename: Any = None, *, options: HubOptions | None = None, allow_pickle: Any = False
+) -> PromptFile:
+    """Resolve and read a prompt source (validated)."""
+    allow = check_bool(allow_pickle, "allow_pickle")
+    return read_prompt_file(resolve_path(source, filename, options=options, allow_pickle=allow), allow_pickle=allow)
+
+
+def as_prompt(source: Any, *, what: str = "source", allow_pickle: bool = False) -> FPPPrompt:
+    """An :class:`FPPPrompt` from a prompt, a ``[n_ctx, D]`` tensor, a file path or an ``hf://`` reference."""
+    if isinstance(source, FPPPrompt):
+        return source
+    if isinstance(source, torch.Tensor):
+        return FPPPrompt(ctx=check_ctx(source, what).float().cpu().clone(), template=None)
+    if isinstance(source, (str, os.PathLike)):
+        return read_source(source, allow_pickle=allow_pickle).prompt
+    raise ConfigError(
+        f"{what} must be an FPPPrompt, a [n_ctx, D] tensor, a prompt file path or an hf:// reference; "
+        f"got {type(source).__name__}",
+        param=what,
+    )

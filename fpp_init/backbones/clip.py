@@ -1,0 +1,203 @@
+"""OpenAI CLIP through clip-anytorch (the pip ``clip`` package): loading, tokenizer, text tower.
+
+Only the front doors come here; adapters never do, because TPT-family repositories ship their
+own top-level ``clip`` package.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import types
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import constants as const
+from ..errors import ModelLoadError
+from ..towers import CausalTextTower, openai_spec
+from ._base import TextModel
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["import_clip", "ClipTokenizer", "load_clip", "is_clip_model", "text_model_from_clip", "infer_backbone"]
+
+#: Attributes of a clip-anytorch ``CLIP`` that the text side uses.
+CLIP_TEXT_ATTRS = ("token_embedding", "positional_embedding", "transformer", "ln_final", "text_projection")
+
+# (vision width, patch size, input resolution) -> name
+_VIT_NAMES = {
+    (768, 32, 224): "ViT-B/32",
+    (768, 16, 224): "ViT-B/16",
+    (1024, 14, 224): "ViT-L/14",
+    (1024, 14, 336): "ViT-L/14@336px",
+}
+# (blocks per stage, stem width) -> name
+_RN_NAMES = {
+    ((3, 4, 6, 3), 64): "RN50",
+    ((3, 4, 23, 3), 64): "RN101",
+    ((4, 6, 10, 6), 80): "RN50x4",
+    ((6, 8, 18, 8), 96): "RN50x16",
+    ((3, 15, 36, 10), 128): "RN50x64",
+}
+
+
+def _pkg_resources_shim() -> types.ModuleType:
+    import packaging.version  # noqa: F401  (binds packaging.version)
+
+    shim = types.ModuleType("pkg_resources")
+    shim.packaging = sys.modules["packaging"]  # type: ignore[attr-defined]
+    shim.__fpp_init_shim__ = True  # type: ignore[attr-defined]
+    return shim
+
+
+def import_clip() -> Any:
+    """Import clip-anytorch, whatever setuptools the environment has.
+
+    clip-anytorch 2.6.0 runs ``from pkg_resources import packaging`` only to compare version
+    strings. ``pkg_resources`` is gone from setuptools >= 82 (and absent without setuptools).
+    When it cannot be imported, a minimal stand-in that exposes the real ``packaging`` library
+    is placed in ``sys.modules`` for the duration of the import only, then removed again, so
+    no other code ever sees it.
+    """
+    if "clip.clip" in sys.modules:
+        return importlib.import_module("clip")
+    shim = saved = None
+    had_entry = False
+    if sys.modules.get("pkg_resources") is None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                importlib.import_module("pkg_resources")
+        except ImportError:
+            shim = _pkg_resources_shim()
+            saved, had_entry = sys.modules.get("pkg_resources"), "pkg_resources" in sys.modules
+            sys.modules["pkg_resources"] = shim
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            clip = importlib.import_module("clip")
+        if not hasattr(clip, "tokenize") or not hasattr(clip, "load"):
+            raise ModelLoadError(
+                f"the module 'clip' imported from {getattr(clip, '__file__', '?')} is not "
+                "clip-anytorch (a vendored copy from a TPT-family repo shadows it?); "
+                "pass the CLIP model object itself instead of a name or path"
+            )
+        return clip
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"could not import clip-anytorch ({exc}); install it with "
+            "'pip install clip-anytorch' or pass a CLIP model object"
+        ) from None
+    finally:
+        if shim is not None and sys.modules.get("pkg_resources") is shim:
+            if had_entry:
+                sys.modules["pkg_resources"] = saved  # type: ignore[assignment]
+            else:
+                del sys.modules["pkg_resources"]
+
+
+class ClipTokenizer:
+    """clip-anytorch's BPE tokenizer (the one OpenAI CLIP was trained with)."""
+
+    def __init__(self) -> None:
+        import_clip()
+        self._tok = importlib.import_module("clip.clip")._tokenizer
+        self.sot = self._tok.encoder["<|startoftext|>"]
+        self.eot = self._tok.encoder["<|endoftext|>"]
+        self.pad = 0
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tok.encode(text))
+
+
+def is_clip_model(model: object) -> bool:
+    """An ``nn.Module`` with the text attributes of clip-anytorch's ``CLIP`` (also OpenAI's own ``clip``)."""
+    return isinstance(model, nn.Module) and all(hasattr(model, a) for a in CLIP_TEXT_ATTRS)
+
+
+def infer_backbone(visual: object) -> str | None:
+    """The OpenAI CLIP name whose image-tower shapes ``visual`` has, or ``None``."""
+    try:
+        if hasattr(visual, "transformer"):  # VisionTransformer
+            key = (visual.conv1.out_channels, visual.conv1.kernel_size[0], visual.input_resolution)  # type: ignore[attr-defined]
+            return _VIT_NAMES.get(key)
+        if hasattr(visual, "layer4"):  # ModifiedResNet
+            blocks = tuple(len(getattr(visual, f"layer{i}")) for i in range(1, 5))
+            return _RN_NAMES.get((blocks, visual.conv1.out_channels * 2))  # type: ignore[attr-defined]
+    except (AttributeError, TypeError, IndexError):
+        return None
+    return None
+
+
+def text_model_from_clip(model: nn.Module, backbone: str | None = None) -> TextModel:
+    """The :class:`TextModel` of a clip-anytorch ``CLIP``; :class:`ModelLoadError` if its text tower
+    is not an OpenAI-style causal transformer."""
+    spec = openai_spec(model.transformer, model.positional_embedding, model.ln_final, model.text_projection)  # type: ignore[arg-type]
+    if spec is None:
+        raise ModelLoadError(
+            f"the text transformer of {type(model).__name__} is not an OpenAI-CLIP-style causal transformer "
+            "(attn / ln_1 / mlp / ln_2 blocks with a causal attn_mask)"
+        )
+    return TextModel(
+        model=model,
+        tower=CausalTextTower(spec),
+        tokenizer=ClipTokenizer(),
+        token_embedding=model.token_embedding.weight,  # type: ignore[union-attr]
+        pool="eot",
+        family="clip",
+        backbone=backbone or infer_backbone(getattr(model, "visual", None)),
+    )
+
+
+def load_clip(name_or_path: str | os.PathLike[str], device: torch.device) -> TextModel:
+    """Load a CLIP model by clip-anytorch name or checkpoint path.
+
+    The caller's global RNG state is preserved (building the modules draws from it).
+    Failures become :class:`ModelLoadError` with what to do.
+    """
+    clip = import_clip()
+    name = os.fspath(name_or_path)
+    known = list(clip.available_models())
+    if name not in known and not os.path.exists(name):
+        if name.endswith((".pt", ".pth", ".bin", ".ckpt")) or name.startswith((".", "/", "~")):
+            raise ModelLoadError(f"CLIP checkpoint not found: {name!r}; check the path")
+        raise ModelLoadError(
+            f"unknown CLIP model {name!r}; use one of {known}, the path of a checkpoint file, "
+            f"'{const.OPEN_CLIP_PREFIX}ARCH/PRETRAINED' (OpenCLIP) or '{const.HF_PREFIX}ORG/REPO' (transformers)"
+        )
+    if os.path.isdir(name):
+        raise ModelLoadError(f"{name!r} is a folder; pass the checkpoint file inside it")
+    if os.path.exists(name) and not os.path.isfile(name):
+        raise ModelLoadError(f"{name!r} is not a regular file; pass a CLIP checkpoint file")
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load deprecation
+                model, _ = clip.load(name, device=str(device), jit=False)
+        except (OSError, ConnectionError) as exc:  # urllib errors are OSErrors
+            if name in known:
+                raise ModelLoadError(
+                    f"could not download CLIP {name!r} ({_first_line(exc)}). Offline? Download the "
+                    "checkpoint on a connected machine and pass its path (CLI: --weights PATH)"
+                ) from None
+            raise ModelLoadError(f"could not read CLIP checkpoint {name!r}: {_first_line(exc)}") from None
+        except Exception as exc:
+            raise ModelLoadError(
+                f"could not read CLIP checkpoint {name!r} ({type(exc).__name__}: {_first_line(exc)}); "
+                "expected an OpenAI CLIP TorchScript archive or a state_dict saved with torch.save"
+            ) from None
+    logger.info("loaded CLIP %s on %s", name, device)
+    backbone = infer_backbone(getattr(model, "visual", None)) or (Path(name).name if os.path.exists(name) else name)
+    return text_model_from_clip(model.eval(), backbone)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -1,0 +1,239 @@
+"""The fast exact path for every causal CLIP text tower (OpenAI CLIP, OpenCLIP, transformers).
+
+The tower runs from a :class:`~fpp_init.towers.TowerSpec`, batch-first and functional, on
+only the positions up to the last read position (EOS) of the batch. This is exact: under
+the causal mask the state at position ``p`` depends only on positions ``<= p``, and
+features are read at the EOS.
+
+Further exact savings: in the last block only the EOS rows need a query, the attention
+output and the MLP (every other row only feeds keys and values); a prefix shared by a
+group of prompts (SOS + ctx within one noise copy) is run once and its keys/values are used
+by every prompt of the group through one joint softmax, without copying them per prompt;
+without autograd the residual stream and the MLP activation are updated in place.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ._base import BlockSpec, LayerNormSpec, TowerSpec
+from .fingerprint import fingerprint_spec
+
+__all__ = ["CausalTextTower"]
+
+_HAS_SDPA = hasattr(F, "scaled_dot_product_attention")
+
+
+def _layer_norm(ln: LayerNormSpec, x: torch.Tensor) -> torch.Tensor:
+    """LayerNorm computed in fp32 and cast back (CLIP's convention; also for fp16 weights on CPU)."""
+    bias = None if ln.bias is None else ln.bias.float()
+    return F.layer_norm(x.float(), x.shape[-1:], ln.weight.float(), bias, ln.eps).to(x.dtype)
+
+
+def _activation(name: str, h: torch.Tensor, inplace: bool) -> torch.Tensor:
+    if name == "quick_gelu":  # x * sigmoid(1.702 x), OpenAI CLIP's QuickGELU
+        return h.mul_(torch.sigmoid(h * 1.702)) if inplace else h * torch.sigmoid(1.702 * h)
+    return F.gelu(h, approximate="tanh" if name == "gelu_tanh" else "none")
+
+
+def _causal_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """Causal self-attention of ``[B, H, N, hd]`` tensors (the fused kernel when torch has it)."""
+    if _HAS_SDPA:
+        return F.scaled_dot_product_attention(query, key, value, is_causal=True)
+    n = query.shape[-2]  # pragma: no cover - torch < 2.0
+    scores = (query @ key.transpose(-2, -1)) / math.sqrt(query.shape[-1])
+    future = torch.ones(n, n, dtype=torch.bool, device=query.device).triu(1)
+    return scores.masked_fill(future, float("-inf")).softmax(-1) @ value
+
+
+def _eos_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """One query per sequence: ``query`` ``[B, H, 1, hd]``, ``key``/``value`` ``[B, H, N, hd]``,
+    ``hidden`` ``[B, 1, 1, N]`` (True: a key after the EOS)."""
+    scores = (query * (query.shape[-1] ** -0.5)) @ key.transpose(-2, -1)
+    return scores.masked_fill(hidden, float("-inf")).softmax(-1) @ value
+
+
+def _prefix_attention(
+    query: torch.Tensor,
+    prefix_key: torch.Tensor,
+    prefix_value: torch.Tensor,
+    own_key: torch.Tensor,
+    own_value: torch.Tensor,
+    hidden: torch.Tensor,
+) -> torch.Tensor:
+    """Attention of the rows after the prefix, for ``G x C`` prompts, over the group's prefix and their own rows.
+
+    ``query`` ``[G, C, M, H, hd]`` (``M`` query rows per prompt), ``own_key``/``own_value``
+    ``[G, C, R, H, hd]``, ``prefix_key``/``prefix_value`` ``[G, P, H, hd]`` (shared by the ``C``
+    prompts of a group, never copied per prompt), ``hidden`` ``[C or 1, M, R]`` (True: an own key
+    after the query). Every query sees the whole prefix; one softmax over prefix and own keys.
+    Returns ``[G, C, M, H * hd]``.
+    """
+    groups, classes, rows, heads, head_dim = query.shape
+    prefix_len = prefix_key.shape[1]
+    query = query * (head_dim**-0.5)
+    # prefix scores: all C*M queries of a group in one matmul against the group's prefix keys
+    query_by_group = query.permute(0, 3, 1, 2, 4).reshape(groups, heads, classes * rows, head_dim)
+    prefix_scores = torch.matmul(query_by_group, prefix_key.permute(0, 2, 3, 1))
+    prefix_scores = prefix_scores.view(groups, heads, classes, rows, prefix_len).permute(0, 2, 1, 3, 4)
+    own_scores = torch.matmul(query.permute(0, 1, 3, 2, 4), own_key.permute(0, 1, 3, 4, 2))  # [G, C, H, M, R]
+    own_scores = own_scores.masked_fill(hidden[:, None], float("-inf"))
+    weights = torch.cat([prefix_scores, own_scores], dim=-1).softmax(-1)
+    prefix_weights = weights[..., :prefix_len].permute(0, 2, 1, 3, 4).reshape(groups, heads, classes * rows, prefix_len)
+    out = torch.matmul(weights[..., prefix_len:], own_value.permute(0, 1, 3, 2, 4))  # [G, C, H, M, hd]
+    from_prefix = torch.matmul(prefix_weights, prefix_value.permute(0, 2, 1, 3))
+    out = out + from_prefix.view(groups, heads, classes, rows, head_dim).permute(0, 2, 1, 3, 4)
+    return out.permute(0, 1, 3, 2, 4).reshape(groups, classes, rows, heads * head_dim)
+
+
+class CausalTextTower:
+    """Truncated, batch-first, exact evaluation of a causal CLIP text tower described by a :class:`TowerSpec`."""
+
+    supports_shared_prefix = True
+
+    def __init__(self, spec: TowerSpec) -> None:
+        self.spec = spec
+        self.blocks = spec.blocks
+        self.heads = spec.heads
+        self.positional_embedding = spec.positional_embedding
+        self.context_length, self.width = spec.context_length, spec.width
+        self.head_dim = self.width // self.heads
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """dtype of the tower's weights (follows the model if it is converted later)."""
+        return self.blocks[0].qkv_weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.blocks[0].qkv_weight.device
+
+    def fingerprint(self) -> str:
+        return fingerprint_spec(self.spec)
+
+    # -- pieces of a block ----------------------------------------------------------------
+    def _split_heads(self, t: torch.Tensor) -> torch.Tensor:
+        """``[..., 3D]`` -> ``[..., 3, H, hd]`` (a view)."""
+        return t.unflatten(-1, (3, self.heads, self.head_dim))
+
+    def _finish(self, blk: BlockSpec, x: torch.Tensor, attended: torch.Tensor, inplace: bool) -> torch.Tensor:
+        """Out-projection, residual, MLP, residual."""
+        update = F.linear(attended, blk.out_weight, blk.out_bias)
+        if blk.ls_1 is not None:
+            update = update * blk.ls_1
+        x = x.add_(update) if inplace else x + update
+        hidden = F.linear(_layer_norm(blk.ln_2, x), blk.fc1_weight, blk.fc1_bias)
+        update = F.linear(_activation(blk.activation, hidden, inplace), blk.fc2_weight, blk.fc2_bias)
+        if blk.ls_2 is not None:
+            update = update * blk.ls_2
+        return x.add_(update) if inplace else x + update
+
+    def _eos_query_and_key_values(
+        self, blk: BlockSpec, normed: torch.Tensor, normed_eos: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Last block: keys/values of every row, the query of the EOS rows only."""
+        d, w, b = self.width, blk.qkv_weight, blk.qkv_bias
+        key_value = F.linear(normed, w[d:], None if b is None else b[d:])
+        query = F.linear(normed_eos, w[:d], None if b is None else b[:d])
+        return query, key_value.unflatten(-1, (2, self.heads, self.head_dim))
+
+    def _with_deep_prompt(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Replace the deep-prompt rows of ``x`` ``[..., N, D]`` before block ``i`` (MaPLe)."""
+        deep = self.spec.deep_prompts.get(i)
+        if deep is None:
+            return x
+        start, stop = self.spec.deep_start, self.spec.deep_start + deep.shape[0]
+        deep = deep.to(x.dtype).expand(*x.shape[:-2], -1, -1)
+        if not torch.is_grad_enabled():
+            x[..., start:stop, :] = deep
+            return x
+        return torch.cat([x[..., :start, :], deep, x[..., stop:, :]], dim=-2)
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        x = _layer_norm(self.spec.ln_final, x)
+        proj = self.spec.projection
+        return x if proj is None else x.to(proj.dtype) @ proj
+
+    # -- public -------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+        """Features ``[B, E]`` of embedded prompts ``x`` ``[B, >=max(eot)+1, D]`` read at ``eot``."""
+        batch, device = x.shape[0], x.device
+        n = int(eot.max()) + 1  # (no device sync when eot is on the CPU)
+        eot = eot.to(device)
+        inplace = not torch.is_grad_enabled()
+        rows = torch.arange(batch, device=device)
+        x = x[:, :n].to(self.dtype) + self.positional_embedding[:n].to(self.dtype)
+        last = len(self.blocks) - 1
+        for i, blk in enumerate(self.blocks):
+            x = self._with_deep_prompt(i, x)
+            normed = _layer_norm(blk.ln_1, x)
+            if i < last:
+                qkv = self._split_heads(F.linear(normed, blk.qkv_weight, blk.qkv_bias))  # [B, n, 3, H, hd]
+                query, key, value = (qkv[:, :, j].transpose(1, 2) for j in range(3))
+                attended = _causal_attention(query, key, value).transpose(1, 2).reshape(batch, n, self.width)
+                x = self._finish(blk, x, attended, inplace)
+            else:  # only the EOS rows go on
+                query, key_value = self._eos_query_and_key_values(blk, normed, normed[rows, eot])
+                key, value = key_value[:, :, 0].transpose(1, 2), key_value[:, :, 1].transpose(1, 2)
+                hidden = torch.arange(n, device=device) > eot[:, None]
+                attended = _eos_attention(
+                    query.view(batch, self.heads, 1, self.head_dim), key, value, hidden[:, None, None]
+                )
+                x = self._finish(blk, x[rows, eot], attended.reshape(batch, self.width), inplace)
+        return self._project(x)
+
+    def encode_shared_prefix(self, prefix: torch.Tensor, rest: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+        """Features ``[G, C, E]`` of prompts ``cat(prefix[g], rest[g, c])`` read at ``eot`` ``[C]``.
+
+        ``prefix`` ``[G, P, D]`` is computed once per group and shared by its ``C`` prompts;
+        ``rest`` is ``[G, C, >=max(eot)+1-P, D]``.
+        """
+        groups, classes, prefix_len = rest.shape[0], rest.shape[1], prefix.shape[1]
+        d, device = self.width, rest.device
+        n = int(eot.max()) + 1  # (no device sync when eot is on the CPU)
+        rest_len = n - prefix_len
+        if rest_len <= 0 or int(eot.min()) < prefix_len:
+            raise ValueError("every EOS must lie after the shared prefix")
+        eos_row = (eot - prefix_len).to(device)  # the EOS row of each prompt within its rest
+        inplace = not torch.is_grad_enabled()
+        pos = self.positional_embedding[:n].to(self.dtype)
+        # one buffer of rows, the G x P prefix rows first: every linear layer is one matmul over both
+        prefix_rows = (prefix.to(self.dtype) + pos[:prefix_len]).reshape(-1, d)
+        rest_rows = (rest[:, :, :rest_len].to(self.dtype) + pos[prefix_len:]).reshape(-1, d)
+        x = torch.cat([prefix_rows, rest_rows])
+        n_prefix = groups * prefix_len
+        future = torch.ones(rest_len, rest_len, dtype=torch.bool, device=device).triu(1)[None]
+        pick_eos = (slice(None), torch.arange(classes, device=device), eos_row)
+        last = len(self.blocks) - 1
+        for i, blk in enumerate(self.blocks):
+            if i in self.spec.deep_prompts:
+                x = torch.cat(
+                    [self._with_deep_prompt(i, x[:n_prefix].view(groups, prefix_len, d)).reshape(-1, d), x[n_prefix:]]
+                )
+            normed = _layer_norm(blk.ln_1, x)
+            if i < last:
+                qkv = F.linear(normed, blk.qkv_weight, blk.qkv_bias)
+                p_query, p_key, p_value = self._split_heads(qkv[:n_prefix].view(groups, prefix_len, 3 * d)).unbind(2)
+                r_query, r_key, r_value = self._split_heads(
+                    qkv[n_prefix:].view(groups, classes, rest_len, 3 * d)
+                ).unbind(3)
+                rest_out = _prefix_attention(r_query, p_key, p_value, r_key, r_value, future)
+                prefix_out = _causal_attention(p_query.transpose(1, 2), p_key.transpose(1, 2), p_value.transpose(1, 2))
+                attended = torch.cat([prefix_out.transpose(1, 2).reshape(n_prefix, d), rest_out.reshape(-1, d)])
+                x = self._finish(blk, x, attended, inplace)
+            else:  # only the EOS rows go on: keys/values for all rows, the rest only at the EOS
+                normed_rest = normed[n_prefix:].view(groups, classes, rest_len, d)
+                query, key_value = self._eos_query_and_key_values(blk, normed, normed_rest[pick_eos])
+                p_key = key_value[:n_prefix, 0].view(groups, prefix_len, self.heads, self.head_dim)
+                p_value = key_value[:n_prefix, 1].view(groups, prefix_len, self.heads, self.head_dim)
+                r_key = key_value[n_prefix:, 0].view(groups, classes, rest_len, self.heads, self.head_dim)
+                r_value = key_value[n_prefix:, 1].view(groups, classes, rest_len, self.heads, self.head_dim)
+                hidden = (torch.arange(rest_len, device=device) > eos_row[:, None])[:, None]  # [C, 1, R]
+                query = query.view(groups, classes, 1, self.heads, self.head_dim)
+                attended = _prefix_attention(query, p_key, p_value, r_key, r_value, hidden)
+                x_eos = x[n_prefix:].view(groups, classes, rest_len, d)[pick_eos]
+                x = self._finish(blk, x_eos, attended.view(groups, classes, d), inplace)
+        return self._project(x)

@@ -1,0 +1,378 @@
+"""Bad input to every public entry point: one FPPError subclass per mistake, a message that says what
+was wrong, and nothing written or changed (files, cache, model, global RNG)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import build_tiny_clip
+from standins import get_coop
+from test_hub import make_prompt
+
+import fpp_init
+from fpp_init import (
+    ClassNameError,
+    ConfigError,
+    FPPConfig,
+    FPPPrompt,
+    MetricInputError,
+    ModelLoadError,
+    NonFiniteError,
+    PromptFileError,
+    PromptShapeError,
+    TemplateError,
+    metrics,
+)
+
+NAMES = ["banded", "blotchy"]
+
+
+def _model_digest(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, p in model.state_dict().items():
+        h.update(name.encode() + p.detach().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.fixture
+def untouched(tmp_path: Path, tiny_clip: torch.nn.Module) -> Iterator[Path]:
+    """A working folder; after the test, it, the prompt cache, the model and the global RNG are as before."""
+    cache = Path(os.environ["FPP_INIT_CACHE"])
+    before = (sorted(os.listdir(tmp_path)), sorted(os.listdir(cache)) if cache.exists() else [])
+    model_before = _model_digest(tiny_clip)
+    grads = {n: p.requires_grad for n, p in tiny_clip.named_parameters()}
+    rng = torch.get_rng_state()
+    yield tmp_path
+    assert (sorted(os.listdir(tmp_path)), sorted(os.listdir(cache)) if cache.exists() else []) == before
+    assert _model_digest(tiny_clip) == model_before
+    assert {n: p.requires_grad for n, p in tiny_clip.named_parameters()} == grads
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def run(model: Any, names: Any = NAMES, **kw: Any) -> FPPPrompt:
+    kw.setdefault("steps", 1)
+    kw.setdefault("progress", False)
+    kw.setdefault("cache", True)
+    return fpp_init.pretrain_flat_prompt(model, names, **kw)
+
+
+# -- pretrain_flat_prompt ------------------------------------------------------------------------
+PRETRAIN_CASES: list[tuple[dict[str, Any], type[Exception], str]] = [
+    # class names
+    ({"names": []}, ClassNameError, "empty"),
+    ({"names": "banded"}, ClassNameError, "wrap a single name in a list"),
+    ({"names": ["banded", 3]}, ClassNameError, r"classnames\[1\] is int"),
+    ({"names": ["banded", "  "]}, ClassNameError, r"classnames\[1\] is empty or blank"),
+    ({"names": None}, ClassNameError, "classnames is required"),
+    ({"names": ["word " * 80]}, ClassNameError, r"too long: its prompt .* takes 8[0-9] tokens .* context length is 77"),
+    # templates
+    ({"template": "a photo of a [CLS]."}, TemplateError, r"\[CLS\].*only the class at the end"),
+    ({"template": "a photo of a {}"}, TemplateError, "only the class at the end"),
+    ({"template": ""}, TemplateError, "non-empty string"),
+    ({"template": "   "}, TemplateError, "non-empty string"),
+    ({"template": 3}, TemplateError, "non-empty string"),
+    ({"template": "\ufeff"}, TemplateError, "gives no tokens"),
+    # options
+    ({"steps": -1}, ConfigError, r"steps must be an int in \[1, "),
+    ({"steps": 0}, ConfigError, r"steps must be an int in \[1, "),
+    ({"steps": 2**70}, ConfigError, r"steps must be an int in \[1, 1000000000\]"),
+    ({"steps": 2.5}, ConfigError, "steps must be an int"),
+    ({"steps": True}, ConfigError, "steps must be an int"),
+    ({"seed": 2**70}, ConfigError, r"seed must be an int in \[0, "),
+    ({"seed": -1}, ConfigError, r"seed must be an int in \[0, "),
+    ({"lr": 0}, ConfigError, "lr must be a finite number > 0"),
+    ({"lr": float("inf")}, ConfigError, "lr must be a finite number"),
+    ({"ctx_noise": -0.1}, ConfigError, "ctx_noise must be a finite number >= 0"),
+    ({"cls_noise": float("nan")}, ConfigError, "cls_noise must be a finite number"),
+    ({"num_noise": 0}, ConfigError, "num_noise must be an int in"),
+    ({"init": "zeros"}, ConfigError, "init must be one of 'random', 'predefined'"),
+    ({"autocast": True}, ConfigError, "autocast must be one of"),
+    ({"flat_weight": -1.0}, ConfigError, "flat_weight must be a finite number >= 0"),
+    ({"min_lr": 1.0}, ConfigError, r"min_lr \(1.0\) must not exceed lr"),
+    ({"share_prefix": 1}, ConfigError, "share_prefix must be True or False"),
+    ({"threads": 0}, ConfigError, "threads must be an int in"),
+    ({"stepz": 3}, ConfigError, r"unknown FPP option\(s\) \['stepz'\]"),
+    ({"config": "x"}, ConfigError, "config must be an FPPConfig"),
+    ({"config": {"stepz": 2}}, ConfigError, r"unknown FPP option\(s\) \['stepz'\]"),
+    ({"cache": 1}, ConfigError, "cache must be True, False or a folder path"),
+    ({"progress": "no"}, ConfigError, "progress must be True or False"),
+    ({"checkpoint_every": 0}, ConfigError, "checkpoint_every must be an int >= 1"),
+    # class options
+    ({"class_agnostic": True}, ConfigError, "either classnames or class_agnostic"),
+    ({"names": None, "class_agnostic": True, "num_classes": 0}, ConfigError, r"num_classes must be an int in \[1, "),
+    ({"num_classes": 3}, ConfigError, "only for class_agnostic"),
+    ({"class_agnostic": "yes", "names": None}, ConfigError, "class_agnostic must be True or False"),
+    # context tensors: one class for every bad tensor, wherever it enters
+    ({"predefined_ctx": torch.zeros(4, 512)}, PromptShapeError, "width 512 but the model's text tower has width 128"),
+    ({"predefined_ctx": torch.zeros(4)}, PromptShapeError, r"shape \[n_ctx, D\], got \(4,\)"),
+    ({"predefined_ctx": torch.zeros(4, 128, dtype=torch.long)}, PromptShapeError, "floating-point"),
+    ({"predefined_ctx": torch.full((4, 128), float("nan"))}, PromptShapeError, "NaN or Inf"),
+    ({"predefined_ctx": torch.zeros(0, 128)}, PromptShapeError, "is empty"),
+    ({"predefined_ctx": [[0.0] * 128]}, PromptShapeError, "must be a torch.Tensor"),
+    ({"init_ctx": torch.zeros(3, 128)}, PromptShapeError, "has 3 context vectors, expected 4"),
+    ({"init_ctx": torch.full((4, 128), float("inf"))}, PromptShapeError, "init_ctx contains NaN or Inf"),
+    # devices
+    ({"device": "bogus"}, ConfigError, r"device 'bogus' is not a device name; use one of \['cpu'"),
+    ({"device": 3.5}, ConfigError, "device must be a device name"),
+]
+
+
+@pytest.mark.parametrize(("case", "error", "match"), PRETRAIN_CASES, ids=[f"{c}" for c, _, _ in PRETRAIN_CASES])
+def test_pretrain_bad_input(
+    tiny_clip: torch.nn.Module, untouched: Path, case: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    kw = dict(case)
+    names = kw.pop("names", NAMES)
+    with pytest.raises(error, match=match) as info:
+        run(tiny_clip, names, **kw)
+    assert isinstance(info.value, fpp_init.FPPError)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("model", "error", "match"),
+    [
+        ("ViT-X/99", ModelLoadError, r"unknown CLIP model 'ViT-X/99'; use one of .*ViT-B/16.*open_clip:"),
+        ("./nope.pt", ModelLoadError, "checkpoint not found"),
+        ("", ConfigError, "model must not be an empty string"),
+        (torch.nn.Linear(2, 2), ModelLoadError, "expected a CLIP model"),
+        (42, ModelLoadError, "got int"),
+    ],
+)
+def test_bad_models(untouched: Path, model: Any, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        run(model)
+
+
+def test_tpt_model_given_to_pretrain_is_pointed_to_apply(tiny_clip: torch.nn.Module) -> None:
+    with pytest.raises(ModelLoadError, match=r"TPT-family model: use fpp_init.apply\(model\)"):
+        run(get_coop(tiny_clip, NAMES))
+
+
+def test_unreadable_checkpoints(tmp_path: Path, untouched: Path) -> None:
+    bad = tmp_path / "garbage.pt"
+    bad.write_bytes(b"this is not a checkpoint" * 10)
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"weight": torch.zeros(3)}, wrong)
+    for path in (bad, wrong):
+        with pytest.raises(ModelLoadError, match=r"could not read CLIP checkpoint .*\.pt") as info:
+            run(str(path))
+        assert "\n" not in str(info.value)  # torch's multi-line text is not embedded
+    bad.unlink()
+    wrong.unlink()
+
+
+def test_non_clip_text_transformer(tiny_clip: torch.nn.Module) -> None:
+    model = copy.deepcopy(tiny_clip)
+    model.transformer = torch.nn.Sequential(torch.nn.Identity())
+    with pytest.raises(ModelLoadError, match="not an OpenAI-CLIP-style causal transformer"):
+        run(model)
+
+
+def test_offline_download_says_pass_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # the real clip.load download path, with the network unreachable and an empty ~/.cache/clip
+    import urllib.request
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    with pytest.raises(ModelLoadError, match=r"could not download CLIP 'ViT-B/16'.*--weights PATH"):
+        fpp_init.pretrain_flat_prompt("ViT-B/16", ["a"], device="cpu", progress=False, steps=1)
+
+
+# -- non-finite results are never returned, cached or installed -----------------------------------
+def test_nan_weights_stop_before_any_step(tiny_clip: torch.nn.Module, untouched: Path) -> None:
+    broken = copy.deepcopy(tiny_clip)
+    with torch.no_grad():
+        broken.transformer.resblocks[0].mlp.c_fc.weight[0, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"NaN/Inf features.*weights"):
+        run(broken, steps=5)
+
+
+def test_diverging_learning_rate_names_the_step(tiny_clip: torch.nn.Module, untouched: Path) -> None:
+    with pytest.raises(NonFiniteError, match=r"diverged: .* at step \d+ of 30 \(lr=1e\+20\); lower lr"):
+        run(tiny_clip, steps=30, lr=1e20, min_lr=0.0)
+
+
+def test_live_model_with_nan_weights_is_not_installed(tiny_clip: torch.nn.Module) -> None:
+    broken = copy.deepcopy(tiny_clip)
+    with torch.no_grad():
+        broken.ln_final.weight[0] = float("nan")
+    model = get_coop(broken, NAMES)
+    before = model.prompt_learner.ctx.detach().clone()
+    with pytest.raises(NonFiniteError):
+        fpp_init.apply(model, steps=2, progress=False)
+    assert torch.equal(model.prompt_learner.ctx.detach(), before)
+    assert "reset_classnames" not in model.prompt_learner.__dict__
+
+
+def test_fpp_prompt_enforces_its_invariants() -> None:
+    ctx = torch.zeros(4, 8)
+    with pytest.raises(PromptShapeError, match=r"FPPPrompt.ctx contains NaN or Inf"):
+        FPPPrompt(ctx=torch.full((4, 8), float("nan")))
+    with pytest.raises(PromptShapeError, match=r"FPPPrompt.ctx must have shape"):
+        FPPPrompt(ctx=torch.zeros(2, 4, 8))
+    with pytest.raises(ClassNameError, match=r"FPPPrompt.classnames\[1\] is int"):
+        FPPPrompt(ctx=ctx, classnames=["a", 2])  # type: ignore[list-item]
+    with pytest.raises(ClassNameError, match="lists 2 class names but num_classes=3"):
+        FPPPrompt(ctx=ctx, classnames=["a", "b"], num_classes=3)
+    with pytest.raises(ConfigError, match=r"FPPPrompt.template must be a string or None"):
+        FPPPrompt(ctx=ctx, template=5)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="final_losses must map names to finite numbers"):
+        FPPPrompt(ctx=ctx, final_losses={"loss": float("nan")})
+    with pytest.raises(ConfigError, match="class_agnostic must be True or False"):
+        FPPPrompt(ctx=ctx, class_agnostic=0)  # type: ignore[arg-type]
+    # a prompt made invalid after construction still cannot be written
+    prompt = FPPPrompt(ctx=ctx.clone())
+    prompt.ctx[0, 0] = float("inf")
+    with pytest.raises(PromptShapeError, match="NaN or Inf"):
+        fpp_init.artifacts.prompt_bytes(prompt)
+
+
+# -- load_fpp_prompt -------------------------------------------------------------------------------
+LOAD_CASES: list[tuple[Any, dict[str, Any], type[Exception], str]] = [
+    (None, {}, ConfigError, "source must be a prompt file path or an hf:// reference, got None"),
+    (3, {}, ConfigError, "source must be a prompt file path"),
+    ("p.safetensors", {"revision": 123}, ConfigError, "revision must be a non-empty string, got 123"),
+    ("hf://o/r/p.safetensors", {"cache_dir": 123}, ConfigError, "cache_dir must be a file path"),
+    ("p.safetensors", {"dtype": "float17"}, ConfigError, "dtype must be a floating-point torch dtype"),
+    ("p.safetensors", {"dtype": torch.int64}, ConfigError, "dtype must be a floating-point"),
+    ("p.safetensors", {"device": "bogus"}, ConfigError, "device 'bogus' is not a device name"),
+    ("p.safetensors", {"n_ctx": "4"}, ConfigError, "n_ctx must be an int"),
+    ("p.safetensors", {"width": 0}, ConfigError, "width must be an int >= 1"),
+    ("p.safetensors", {"allow_pickle": "yes"}, ConfigError, "allow_pickle must be True or False"),
+    ("p.safetensors", {"local_files_only": 1}, ConfigError, "local_files_only must be True or False"),
+    ("p.safetensors", {"token": 5}, ConfigError, "token must be a string"),
+]
+
+
+@pytest.mark.parametrize(("source", "kw", "error", "match"), LOAD_CASES)
+def test_load_bad_arguments(
+    untouched: Path, source: Any, kw: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    path = make_prompt().save(untouched / "p.safetensors")
+    try:
+        if isinstance(source, str) and not source.startswith("hf://"):
+            source = str(path)
+        with pytest.raises(error, match=match):
+            fpp_init.load_fpp_prompt(source, **kw)
+    finally:
+        path.unlink()
+
+
+def test_load_accepts_dtype_names(tmp_path: Path) -> None:
+    path = make_prompt().save(tmp_path / "p.safetensors")
+    assert fpp_init.load_fpp_prompt(path, dtype="float16").ctx.dtype == torch.float16
+    assert fpp_init.load_fpp_prompt(path, dtype="bf16").ctx.dtype == torch.bfloat16
+
+
+def test_fifo_and_devices_are_refused_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.safetensors"
+    os.mkfifo(fifo)  # opening it for reading would block forever
+    with pytest.raises(PromptFileError, match="is a FIFO; only regular files are read"):
+        fpp_init.load_fpp_prompt(fifo)
+    with pytest.raises(PromptFileError, match="is a device; only regular files are read"):
+        fpp_init.load_fpp_prompt("/dev/zero")  # would read until memory runs out
+    big = tmp_path / "big.safetensors"
+    with open(big, "wb") as fh:
+        fh.truncate(65 * 2**20)
+    with pytest.raises(PromptFileError, match="is larger than 67108864 bytes"):
+        fpp_init.load_fpp_prompt(big)
+
+
+# -- apply -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kw", "error", "match"),
+    [
+        ({"source": 3}, ConfigError, "source must be an FPPPrompt, a \\[n_ctx, D\\] tensor"),
+        ({"source": torch.full((4, 128), float("nan"))}, PromptShapeError, "source contains NaN or Inf"),
+        ({"device": "cuda:7"}, ConfigError, "device 'cuda:7'"),
+        ({"cache": "yes please", "progress": 2}, ConfigError, "progress must be True or False"),
+        ({"strict": None}, ConfigError, "strict must be True or False"),
+        ({"config": [1]}, ConfigError, "config must be an FPPConfig"),
+        ({"class_agnostic": True}, ConfigError, "pretrain one on the same CLIP weights"),
+    ],
+)
+def test_apply_bad_arguments(
+    tiny_clip: torch.nn.Module, kw: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    model = get_coop(tiny_clip, NAMES)
+    before = model.prompt_learner.ctx.detach().clone()
+    with pytest.raises(error, match=match):
+        fpp_init.apply(model, **kw)
+    assert torch.equal(model.prompt_learner.ctx.detach(), before)
+    assert "reset_classnames" not in model.prompt_learner.__dict__
+
+
+# -- sharpness, metrics, small public helpers --------------------------------------------------------
+SHARPNESS_CASES: list[tuple[dict[str, Any], type[Exception], str]] = [
+    ({"source": None}, ConfigError, "pass the prompt to measure"),
+    ({"source": 3}, ConfigError, "source must be a template string"),
+    ({"factors": [-1]}, ConfigError, "factors must be a finite number >= 0"),
+    ({"factors": "0,1"}, ConfigError, "factors must be a non-empty list"),
+    ({"draws": 0}, ConfigError, "draws must be an int in"),
+    ({"direction_norm": "unit"}, ConfigError, "direction_norm must be one of 'filter', 'noise'"),
+    ({"span": 0}, ConfigError, "span must be a finite number > 0"),
+    ({"points2d": -1}, ConfigError, "points2d must be an int in"),
+    ({"ctx_noise": float("nan")}, ConfigError, "ctx_noise must be a finite number"),
+    ({"template": "a photo of a", "predefined_ctx": torch.zeros(4, 128)}, ConfigError, "not both"),
+    ({"label": 3}, ConfigError, "label must be a non-empty string"),
+    ({"device": "cuda"}, ConfigError, "device 'cuda' is not available|device=.cuda. but the model is on cpu"),
+]
+
+
+@pytest.mark.parametrize(("kw", "error", "match"), SHARPNESS_CASES, ids=[str(c) for c, _, _ in SHARPNESS_CASES])
+def test_sharpness_bad_arguments(
+    tiny_clip: torch.nn.Module, untouched: Path, kw: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    kw = {"source": "a photo of a", **kw}
+    with pytest.raises(error, match=match):
+        fpp_init.sharpness(tiny_clip, classnames=NAMES, progress=False, **kw)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: metrics.ece([[0.6, 0.4]], [0], n_bins=10**10), r"n_bins must be an int in \[1, 1000000\]"),
+        (lambda: metrics.ece([[0.6, 0.4]], [0], n_bins=True), "n_bins must be an int"),
+        (lambda: metrics.ece([[0.6, 0.4]], [0], from_logits="no"), "from_logits must be True or False"),
+        (lambda: metrics.calibration_report([[0.6, 0.4]], [2]), "out of range"),
+    ],
+)
+def test_metrics_bad_arguments(call: Callable[[], object], match: str) -> None:
+    with pytest.raises(MetricInputError, match=match):
+        call()
+
+
+def test_config_validates_on_construction() -> None:
+    with pytest.raises(ConfigError):
+        FPPConfig(steps=-5)
+    assert FPPConfig().resolved_flat_weight(47) == pytest.approx(1 + 15 / 47)
+    assert FPPConfig(flat_weight=1.25).resolved_flat_weight(1000) == 1.25
+    assert fpp_init.pretrain_flat_prompt.__module__ == "fpp_init.api.pretrain"
+
+
+def test_default_filename_and_export_arguments(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="default_filename needs an FPPPrompt"):
+        fpp_init.artifacts.default_filename("x")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="epoch must be an int >= 0"):
+        fpp_init.export_coop(make_prompt(), tmp_path / "x.pth", epoch=-1)
+    with pytest.raises(ConfigError, match="out must be a file path"):
+        fpp_init.export_coop(make_prompt(), None)  # type: ignore[arg-type]
+    assert os.listdir(tmp_path) == []
+
+
+def test_other_width_model_refuses_prompt(tmp_path: Path) -> None:
+    model = build_tiny_clip(64, layers=1)
+    with pytest.raises(fpp_init.PromptMismatchError, match="width 128 but 64 was expected"):
+        fpp_init.load_fpp_prompt(make_prompt(), model=model)
