@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import traceback
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,13 +50,23 @@ def _terminate(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
+def _warning_printer(prog: str) -> Any:
+    """Warnings as one line each: ``fpp-init pretrain: warning: ...`` (no file name and line)."""
+
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        print(f"{prog}: warning: {_one_line(str(message))}", file=sys.stderr)
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    logging.captureWarnings(False)
     previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     prog = f"fpp-init {args.command}"
+    shown = warnings.showwarning
+    warnings.showwarning = _warning_printer(prog)
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
@@ -83,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     finally:
+        warnings.showwarning = shown
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 

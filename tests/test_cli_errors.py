@@ -1,0 +1,202 @@
+"""The CLI never shows a traceback for a user or OS error: one line on stderr, exit status 2, nothing written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from test_hub import make_prompt
+
+import fpp_init.api.pretrain as pretrain_module
+from fpp_init.cli import main
+
+
+def _one_error(capsys: pytest.CaptureFixture[str], command: str) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith(f"fpp-init {command}: error: "), err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.fixture
+def names(tmp_path: Path) -> Path:
+    path = tmp_path / "names.txt"
+    path.write_text("banded\nblotchy\n")
+    return path
+
+
+def test_corrupt_weights_file(tmp_path: Path, names: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for content in (b"garbage" * 100, b"PK\x03\x04" + b"\x00" * 200):
+        bad = tmp_path / "bad.pt"
+        bad.write_bytes(content)
+        out = tmp_path / "x.safetensors"
+        assert main(["pretrain", "--weights", str(bad), "--classnames", str(names), "--out", str(out), "--quiet"]) == 2
+        err = _one_error(capsys, "pretrain")
+        assert "could not read CLIP checkpoint" in err and "bad.pt" in err
+        assert not out.exists()
+
+
+def test_refused_pickle_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "coop.pth"
+    torch.save({"state_dict": {"ctx": torch.zeros(4, 8)}}, path)
+    for args in (["inspect", str(path)], ["export", str(path), "--out", str(tmp_path / "o.safetensors")]):
+        assert main(args) == 2
+        assert "--allow-pickle" in _one_error(capsys, args[0])
+    evil = tmp_path / "evil.pth"
+    evil.write_bytes(b"PK\x03\x04" + b"junk" * 50)
+    assert main(["inspect", str(evil), "--allow-pickle"]) == 2
+    assert "corrupt, truncated" in _one_error(capsys, "inspect")
+
+
+def test_classnames_file_errors(tmp_path: Path, tiny_ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("banded\ncr\xe8me\n".encode("latin-1"))
+    fifo = tmp_path / "names.fifo"
+    os.mkfifo(fifo)
+    cases = [
+        (bad, r"class-name file '.*latin1.txt' is not UTF-8 text \(byte 9: b'\\xe8'\)"),
+        (fifo, "is a FIFO; only regular files are read as a class-name file"),
+        (tmp_path, "is a folder; pass the class-name file inside it"),
+        (tmp_path / "absent.txt", "class-name file not found"),
+    ]
+    for path, message in cases:
+        start = time.monotonic()
+        args = [
+            "pretrain",
+            "--weights",
+            str(tiny_ckpt),
+            "--classnames",
+            str(path),
+            "--out",
+            str(tmp_path / "o.safetensors"),
+        ]
+        assert main(args) == 2
+        assert __import__("re").search(message, _one_error(capsys, "pretrain"))
+        assert time.monotonic() - start < 5  # never blocks on a FIFO
+    bad_json = tmp_path / "names.json"
+    bad_json.write_text('["a", ')
+    assert main(["pretrain", "--classnames", str(bad_json), "--out", str(tmp_path / "o.safetensors")]) == 2
+    assert "not valid JSON" in _one_error(capsys, "pretrain")
+    assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_config_file(tmp_path: Path, tiny_ckpt: Path, names: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = [
+        "pretrain",
+        "--weights",
+        str(tiny_ckpt),
+        "--classnames",
+        str(names),
+        "--out",
+        str(tmp_path / "o.safetensors"),
+    ]
+    bad = tmp_path / "bad.toml"
+    bad.write_text("steps = [\n")
+    assert main([*base, "--config", str(bad)]) == 2
+    assert "is not valid TOML" in _one_error(capsys, "pretrain")
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("stepz = 3\n")
+    assert main([*base, "--config", str(unknown)]) == 2
+    assert "unknown FPP option(s) ['stepz']" in _one_error(capsys, "pretrain")
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text('[fpp]\nlr = "fast"\n')
+    assert main([*base, "--config", str(wrong)]) == 2
+    assert "--lr must be a finite number, got 'fast'" in _one_error(capsys, "pretrain")
+    good = tmp_path / "good.toml"
+    good.write_text("[fpp]\nsteps = 2\nseed = 4\nnum_noise = 2\n")
+    assert main([*base, "--config", str(good), "--seed", "5", "--quiet"]) == 0  # flags win over the file
+    written = fpp_init_load(tmp_path / "o.safetensors")
+    assert (written.config["steps"], written.config["seed"], written.config["num_noise"]) == (2, 5, 2)
+
+
+def fpp_init_load(path: Path):
+    import fpp_init
+
+    return fpp_init.load_fpp_prompt(path)
+
+
+def test_every_config_field_has_a_flag(tmp_path: Path, tiny_ckpt: Path, names: Path) -> None:
+    out = tmp_path / "o.safetensors"
+    args = ["pretrain", "--weights", str(tiny_ckpt), "--classnames", str(names), "--out", str(out), "--quiet"]
+    args += ["--steps", "2", "--lr", "0.02", "--min-lr", "0.001", "--weight-decay", "0", "--num-noise", "3"]
+    args += ["--ctx-noise", "0.05", "--cls-noise", "0.1", "--flat-weight", "2.5", "--init", "predefined"]
+    args += ["--init-std", "0.2", "--seed", "9", "--chunk-classes", "1", "--no-share-prefix", "--autocast", "off"]
+    args += ["--threads", "1"]
+    assert main(args) == 0
+    cfg = fpp_init_load(out).config
+    assert cfg == {
+        "steps": 2, "lr": 0.02, "min_lr": 0.001, "weight_decay": 0.0, "num_noise": 3, "ctx_noise": 0.05,
+        "cls_noise": 0.1, "flat_weight": 2.5, "init": "predefined", "init_std": 0.2, "seed": 9, "chunk_classes": 1,
+        "share_prefix": False, "autocast": "off", "threads": 1,
+    }  # fmt: skip
+
+
+def test_template_typo_warns_in_one_line(
+    tmp_path: Path, tiny_ckpt: Path, names: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "o.safetensors"
+    args = ["pretrain", "--weights", str(tiny_ckpt), "--classnames", str(names), "--out", str(out), "--quiet"]
+    assert main([*args, "--steps", "1", "--template", "a phtoo of a"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("fpp-init pretrain: warning: template 'a phtoo of a' gives 5 context vectors, not 4")
+    assert err.count("\n") == 1
+
+
+def test_internal_error_asks_for_a_report(
+    tmp_path: Path, tiny_ckpt: Path, names: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def bug(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("something the package did wrong")
+
+    monkeypatch.setattr(pretrain_module, "optimize_flat_prompt", bug)
+    args = [
+        "pretrain",
+        "--weights",
+        str(tiny_ckpt),
+        "--classnames",
+        str(names),
+        "--out",
+        str(tmp_path / "o.safetensors"),
+    ]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "internal error: RuntimeError: something the package did wrong. Please report it" in err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert main(["--debug", *args]) == 1
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
+
+
+def test_inspect_special_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", "/dev/zero"]) == 2
+    assert "is a device" in _one_error(capsys, "inspect")
+    assert main(["inspect", str(tmp_path)]) == 2
+    assert "is a folder" in _one_error(capsys, "inspect")
+
+
+def test_hub_without_network_fails_fast_and_quietly(tmp_path: Path) -> None:
+    """No --offline: one short probe finds no network; no retry chatter; one line."""
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": "http://127.0.0.1:9",
+        "HF_HUB_CACHE": str(tmp_path / "hf"),
+        "HF_HUB_OFFLINE": "0",
+    }
+    start = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-m", "fpp_init", "inspect", "hf://someone/prompts/p.safetensors"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "cannot be reached within 3 s" in out.stderr, out.stderr
+    assert time.monotonic() - start < 15
+    push = subprocess.run(
+        [sys.executable, "-m", "fpp_init", "push", str(make_prompt().save(tmp_path / "p.safetensors")), "--repo-id", "a/b"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert push.returncode == 2 and push.stderr.count("\n") == 1, push.stderr
+    assert "cannot push to 'a/b': the Hub (http://127.0.0.1:9) cannot be reached" in push.stderr
