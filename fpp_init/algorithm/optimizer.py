@@ -240,11 +240,12 @@ class _Run:
         ).to(self.device)  # fmt: skip
         self.opt.zero_grad(set_to_none=True)
         totals = self._losses(noise)
-        if self.shard is not None:
-            if self.ctx.grad is None:  # a rank without classes
-                self.ctx.grad = torch.zeros_like(self.ctx)
-            self.shard.reduce(self.ctx.grad)
-            self.shard.reduce(totals)
+        if self.shard is not None:  # one all_reduce: this rank's gradient share and loss sums
+            grad = self.ctx.grad if self.ctx.grad is not None else torch.zeros_like(self.ctx)  # a rank without classes
+            both = torch.cat([grad.flatten(), totals])
+            self.shard.reduce(both)
+            self.ctx.grad = both[:-2].view_as(self.ctx).clone()
+            totals = both[-2:].clone()
         self.stepping = True  # an interruption now would leave a half-updated state
         self.opt.step()
         self.sched.step()

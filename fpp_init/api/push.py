@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from .. import constants as const
 from .._validate import check_bool, check_str
 from .._version import __version__
 from ..artifacts import build_hub_folder, collect_prompts
@@ -14,6 +17,23 @@ from ..artifacts.hub import check_repo_id, fetch_model_card, require_online, upl
 from ..errors import ConfigError
 
 __all__ = ["push_fpp_prompt"]
+
+
+def _expand_folders(
+    sources: PromptSource | Sequence[PromptSource], filenames: Sequence[str] | None
+) -> tuple[PromptSource | Sequence[PromptSource], Sequence[str] | None, list[Path]]:
+    """A folder (``fpp-init zoo`` output, a Hub folder) stands for its prompt files, under their own names,
+    and its ``manifest.json``."""
+    if not (isinstance(sources, (str, os.PathLike)) and Path(sources).is_dir()):
+        return sources, filenames, []
+    folder = Path(sources)
+    files = sorted(p for p in folder.glob(f"*{const.SUFFIX}") if p.is_file())
+    if not files:
+        raise ConfigError(f"folder {str(folder)!r} holds no {const.SUFFIX} prompt files", param="sources")
+    if filenames is not None:
+        raise ConfigError("filenames cannot be given with a folder: its files keep their names", param="filenames")
+    manifest = folder / "manifest.json"
+    return files, [p.name for p in files], [manifest] if manifest.is_file() else []
 
 
 def push_fpp_prompt(
@@ -29,6 +49,9 @@ def push_fpp_prompt(
 ) -> str:
     """Upload prompt file(s) plus a model card to the Hub model repository ``repo_id``; the commit URL.
 
+    ``sources`` may also be a folder (``fpp-init zoo`` output): its prompt files keep their names and its
+    ``manifest.json`` is uploaded too.
+
     Files are named by :func:`~fpp_init.artifacts.default_filename` unless ``filenames`` is given.
     The repository's existing card is read first and its files stay listed in the new card (a
     file of the same name is replaced). Uses :func:`huggingface_hub.create_repo`
@@ -42,6 +65,7 @@ def push_fpp_prompt(
     check_str(commit_message, "commit_message", allow_none=True)
     if token is not None and not isinstance(token, (str, bool)):
         raise ConfigError(f"token must be a string, True/False or None, got {type(token).__name__}", param="token")
+    sources, filenames, extra = _expand_folders(sources, filenames)
     items = collect_prompts(sources)
     names = plan_file_names(items, filenames)  # every argument is checked before the network is touched
     require_online(f"push to {repo_id!r}")
@@ -49,5 +73,7 @@ def push_fpp_prompt(
     with tempfile.TemporaryDirectory(prefix="fpp-push-") as tmp:
         folder = Path(tmp) / "upload"
         build_hub_folder(items, folder, filenames=names, repo_id=repo_id, license=license, existing_card=existing)
+        for path in extra:
+            shutil.copyfile(path, folder / path.name)
         message = commit_message or f"Upload {len(items)} FPP prompt file(s) with fpp-init {__version__}"
         return upload_folder(folder, repo_id, private=private, token=token, revision=revision, commit_message=message)

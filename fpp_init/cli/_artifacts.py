@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -63,7 +64,7 @@ def register(sub: Any) -> None:
             "Log in first (HF_TOKEN or `hf auth login`)."
         ),
     )
-    p.add_argument("sources", nargs="+", metavar="SOURCE", help=src_help)
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help=src_help + ", or one folder (fpp-init zoo output)")
     p.add_argument("--repo-id", required=True, metavar="OWNER/NAME", help="target model repository (created if absent)")
     p.add_argument("--name", action="append", default=None, metavar="FILE.safetensors", help="file name per SOURCE")
     p.add_argument("--private", action="store_true", help="create the repository as private")
@@ -126,7 +127,8 @@ def run_export(args: argparse.Namespace) -> int:
 def run_push(args: argparse.Namespace) -> int:
     from ..api import push_fpp_prompt
 
-    prompts = [_read(args, s).prompt for s in args.sources]
+    folder = len(args.sources) == 1 and os.path.isdir(args.sources[0])
+    prompts = args.sources[0] if folder else [_read(args, s).prompt for s in args.sources]
     url = push_fpp_prompt(
         prompts,
         args.repo_id,

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from typing import Any
 
 from .. import constants as const
-from .._io import read_regular_file
+from .._io import read_classnames, read_regular_file
 from ..config import FPPConfig
-from ..errors import ClassNameError, ConfigError
+from ..errors import ConfigError
 
 __all__ = [
     "read_classnames",
@@ -26,7 +25,7 @@ __all__ = [
     "say",
 ]
 
-_MAX_CLASSNAME_FILE = 64 * 2**20
+_MAX_CONFIG_FILE = 16 * 2**20
 
 # help per FPPConfig field (defaults are filled in from the dataclass)
 _CONFIG_HELP = {
@@ -56,30 +55,6 @@ def flag(field: str) -> str:
 def say(message: str) -> None:
     """One line to stderr (what the user should know besides the JSON result)."""
     print(message, file=sys.stderr)
-
-
-def read_classnames(path: str) -> list[str]:
-    """Class names from a file: a JSON list of strings, or one name per line (UTF-8)."""
-    data = read_regular_file(path, limit=_MAX_CLASSNAME_FILE, what="class-name file", error=ClassNameError)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ClassNameError(
-            f"class-name file {path!r} is not UTF-8 text (byte {exc.start}: {data[exc.start : exc.start + 1]!r}); "
-            "save it as UTF-8"
-        ) from None
-    stripped = text.strip().lstrip("\ufeff")
-    if stripped.startswith("["):
-        try:
-            names = json.loads(stripped)
-        except json.JSONDecodeError as exc:
-            raise ClassNameError(
-                f"{path!r} starts with '[' but is not valid JSON: {exc.msg} at line {exc.lineno}"
-            ) from None
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ClassNameError(f"{path!r} must hold a JSON list of strings")
-        return names
-    return [line.strip() for line in text.lstrip("\ufeff").splitlines() if line.strip()]
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -125,7 +100,7 @@ def _load_toml(path: str) -> dict[str, Any]:
         import tomllib
     else:  # pragma: no cover - Python 3.10
         import tomli as tomllib
-    data = read_regular_file(path, limit=_MAX_CLASSNAME_FILE, what="config file", error=ConfigError)
+    data = read_regular_file(path, limit=_MAX_CONFIG_FILE, what="config file", error=ConfigError)
     try:
         table = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:

@@ -1,0 +1,150 @@
+"""Class-sharded pretraining on torch.distributed (gloo, CPU): 2 and 3 real processes against 1."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import fpp_init
+
+NAMES = ["banded", "blotchy", "braided", "bubbly", "chequered", "cobwebbed", "cracked"]
+
+WORKER = textwrap.dedent(
+    """
+    import json, sys, torch
+    torch.set_num_threads(1)
+    import fpp_init
+    args = json.loads(sys.argv[1])
+    names = args.pop("names")
+    out = args.pop("out")
+    prompt = fpp_init.pretrain_flat_prompt(args.pop("model"), names, progress=False, **args)
+    torch.save({"ctx": prompt.ctx, "loss": prompt.history["loss"]}, out)
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _launch(world: int, tmp_path: Path, per_rank: list[dict[str, object]]) -> list[subprocess.CompletedProcess[str]]:
+    """``world`` ranks as torchrun starts them (environment variables), each with its own arguments."""
+    import json
+
+    port = _free_port()
+    procs = []
+    for rank in range(world):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world)}
+        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+        args = {**per_rank[rank], "out": str(tmp_path / f"rank{rank}.pt")}
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", WORKER, json.dumps(args)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        results.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    return results
+
+
+@pytest.mark.parametrize(
+    ("world", "options"),
+    [
+        (2, {}),
+        (3, {"chunk_classes": 1}),
+        (2, {"share_prefix": False}),
+        (3, {"class_agnostic": True, "num_classes": 8}),
+    ],
+)
+def test_sharded_equals_single_process(tiny_ckpt: Path, tmp_path: Path, world: int, options: dict[str, object]) -> None:
+    kw = {"steps": 20, "seed": 2, **options}
+    names = None if kw.get("class_agnostic") else NAMES
+    torch.set_num_threads(1)
+    single = fpp_init.pretrain_flat_prompt(str(tiny_ckpt), names, progress=False, distributed=False, device="cpu", **kw)
+    runs = _launch(world, tmp_path, [{"model": str(tiny_ckpt), "names": names, **kw}] * world)
+    for r in runs:
+        assert r.returncode == 0, r.stderr
+    got = [torch.load(tmp_path / f"rank{i}.pt", weights_only=True) for i in range(world)]
+    for g in got:
+        assert torch.equal(g["ctx"], got[0]["ctx"])  # every rank took the same steps
+        assert g["loss"] == got[0]["loss"]
+    rel = float((got[0]["ctx"] - single.ctx).norm() / single.ctx.norm())
+    assert rel <= 1e-6, rel
+    assert got[0]["loss"] == pytest.approx(single.history["loss"], rel=1e-6, abs=1e-6)
+
+
+def test_ranks_with_different_inputs_stop_with_one_line(tiny_ckpt: Path, tmp_path: Path) -> None:
+    per_rank = [
+        {"model": str(tiny_ckpt), "names": NAMES, "steps": 3},
+        {"model": str(tiny_ckpt), "names": NAMES[:-1], "steps": 3},
+    ]
+    runs = _launch(2, tmp_path, per_rank)
+    for r in runs:
+        assert r.returncode != 0
+        assert "DistributedError" in r.stderr and "the ranks were given different inputs" in r.stderr
+    assert not any(tmp_path.glob("rank*.pt"))
+
+
+def test_distributed_true_without_a_launcher(tiny_clip: torch.nn.Module) -> None:
+    with pytest.raises(fpp_init.DistributedError, match="needs a launcher: run under torchrun"):
+        fpp_init.pretrain_flat_prompt(tiny_clip, NAMES, steps=1, progress=False, distributed=True)
+
+
+ZOO_WORKER = textwrap.dedent(
+    """
+    import sys, torch
+    torch.set_num_threads(1)
+    from fpp_init.api.zoo import build_zoo
+    build_zoo(sys.argv[1], sys.argv[2], progress=False)
+    """
+)
+
+
+def test_zoo_jobs_are_dealt_out_to_the_ranks(tmp_path: Path) -> None:
+    from conftest import build_tiny_clip
+
+    torch.save(build_tiny_clip(64, layers=1).state_dict(), tmp_path / "tiny.pt")
+    (tmp_path / "set.txt").write_text("banded\nblotchy\n")
+    spec = tmp_path / "zoo.toml"
+    spec.write_text('backbones = ["tiny.pt"]\nclasses = ["agnostic", "set.txt"]\nseeds = [0, 1]\n[config]\nsteps = 2\n')
+    port = _free_port()
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2"}
+        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", ZOO_WORKER, str(spec), str(tmp_path / "out")],
+                env=env,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+    built = sorted(p.name for p in (tmp_path / "out").glob("*.safetensors"))
+    assert (
+        len(built) == 4
+        and (tmp_path / "out" / "manifest.json").is_file()
+        and (tmp_path / "out" / "README.md").is_file()
+    )
+    single = fpp_init.pretrain_flat_prompt(
+        str(tmp_path / "tiny.pt"), ["banded", "blotchy"], steps=2, seed=1, progress=False, device="cpu"
+    )
+    assert torch.equal(fpp_init.load_fpp_prompt(tmp_path / "out" / "fpp_tiny_set_seed1.safetensors").ctx, single.ctx)

@@ -1,0 +1,123 @@
+"""``fpp-init zoo``: a declarative spec becomes prompt files, a manifest and a model card; reruns do no work."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import build_tiny_clip
+from huggingface_hub import ModelCard
+
+import fpp_init
+import fpp_init.api.pretrain as pretrain_module
+from fpp_init.algorithm import optimizer as optimizer_module
+from fpp_init.api.zoo import build_zoo, load_zoo_spec
+from fpp_init.cli import main
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("zoo-spec")
+    torch.save(build_tiny_clip(128, layers=1, seed=0).state_dict(), root / "tiny-a.pt")
+    torch.save(build_tiny_clip(64, layers=1, seed=1).state_dict(), root / "tiny-b.pt")
+    (root / "dtd.txt").write_text("banded\nblotchy\nbraided\n")
+    path = root / "zoo.toml"
+    path.write_text(
+        'backbones = ["tiny-a.pt", { name = "tiny-b", model = "tiny-b.pt" }]\n'
+        'classes = ["agnostic", "dtd.txt"]\n'
+        "seeds = [3]\n"
+        "num_classes = 5\n"
+        "checkpoint_every = 1\n"
+        "[config]\nsteps = 4\n"
+    )
+    return path
+
+
+def _fail(*args: object, **kwargs: object) -> None:
+    raise AssertionError("a finished job ran again")
+
+
+def test_spec_expands_to_jobs(spec: Path) -> None:
+    jobs, config, options = load_zoo_spec(spec)
+    assert [j.filename for j in jobs] == [
+        "fpp_tiny-a_agnostic_seed3.safetensors",
+        "fpp_tiny-a_dtd_seed3.safetensors",
+        "fpp_tiny-b_agnostic_seed3.safetensors",
+        "fpp_tiny-b_dtd_seed3.safetensors",
+    ]
+    assert config.steps == 4 and options["num_classes"] == 5
+    assert jobs[1].classnames == ("banded", "blotchy", "braided") and jobs[0].classnames is None
+    assert jobs[0].model == str(spec.parent / "tiny-a.pt")
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"backbones": []}, "'backbones' must be a non-empty list"),
+        ({"seeds": [-1]}, r"seeds\[\] must be an int in"),
+        ({"colours": 3}, r"unknown key\(s\) \['colours'\]"),
+        ({"config": {"stepz": 2}}, r"unknown FPP option\(s\) \['stepz'\]"),
+        ({"classes": ["dtd.txt", "dtd.txt"]}, "two jobs would write"),
+    ],
+)
+def test_bad_specs(spec: Path, change: dict[str, object], match: str) -> None:
+    data = {"backbones": [str(spec.parent / "tiny-a.pt")], "classes": ["agnostic"], "seeds": [0], **change}
+    if change.get("classes"):
+        data["classes"] = [str(spec.parent / c) for c in change["classes"]]  # type: ignore[union-attr]
+    with pytest.raises(fpp_init.ConfigError, match=match):
+        load_zoo_spec(data)
+
+
+def test_build_rerun_and_resume(
+    spec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "zoo"
+    # a run killed during the third job (a checkpoint after each step): two files are written
+    real = optimizer_module._Run.step
+    calls = {"n": 0}
+
+    def crash(self: optimizer_module._Run) -> torch.Tensor:
+        calls["n"] += 1
+        if calls["n"] == 4 + 4 + 3:  # third job, step 3
+            raise KeyboardInterrupt
+        return real(self)
+
+    with monkeypatch.context() as m:
+        m.setattr(optimizer_module._Run, "step", crash)
+        with pytest.raises(KeyboardInterrupt):
+            build_zoo(spec, out, progress=False)
+    assert sorted(p.name for p in out.glob("*.safetensors")) == [
+        "fpp_tiny-a_agnostic_seed3.safetensors",
+        "fpp_tiny-a_dtd_seed3.safetensors",
+    ]
+    assert (out / ".checkpoints" / "fpp_tiny-b_agnostic_seed3.safetensors.ckpt").exists()
+
+    assert main(["zoo", str(spec), "--out", str(out), "--quiet"]) == 0  # resumes the third, builds the fourth
+    files = json.loads(capsys.readouterr().out)["files"]
+    assert len(files) == 4
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [e["file"] for e in manifest] == files
+    for entry in manifest:
+        path = out / entry["file"]
+        prompt = fpp_init.load_fpp_prompt(path)
+        assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert entry["fingerprint"] == prompt.fingerprint and entry["seed"] == 3 == prompt.config["seed"]
+        assert entry["final_losses"] == prompt.final_losses and prompt.config["steps"] == 4
+        assert (prompt.num_classes, entry["classes"]) in ((5, "agnostic"), (3, "dtd"))
+    card = ModelCard.load(out / "README.md")
+    assert [r["file"] for r in card.data.to_dict()["fpp_init"]["files"]] == files
+    assert all(f in card.text for f in files) and 'load_fpp_prompt("hf://' in card.text
+    # the resumed job equals a job run in one go
+    whole = fpp_init.pretrain_flat_prompt(
+        str(spec.parent / "tiny-b.pt"), class_agnostic=True, num_classes=5, steps=4, seed=3, progress=False
+    )
+    assert torch.equal(fpp_init.load_fpp_prompt(out / "fpp_tiny-b_agnostic_seed3.safetensors").ctx, whole.ctx)
+
+    # a rerun does no work and changes no file
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    monkeypatch.setattr(pretrain_module, "optimize_flat_prompt", _fail)
+    assert build_zoo(spec, out, progress=False) == manifest
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
