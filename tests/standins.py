@@ -410,13 +410,23 @@ class MaPLeBlock(nn.Module):
         return [x, deeper, counter]
 
 
+class MaPLeTransformer(nn.Module):
+    """PromptAlign's ``clip.model.Transformer`` with ``ResidualAttentionBlock_MaPLe`` blocks in ``resblocks``."""
+
+    def __init__(self, blocks: nn.Module, n_ctx: int) -> None:
+        super().__init__()
+        self.resblocks = nn.Sequential(*[MaPLeBlock(b, n_ctx, i == 0) for i, b in enumerate(blocks)])
+
+    def forward(self, inputs: list[Any]) -> list[Any]:
+        return self.resblocks(inputs)
+
+
 class MaPLeTextEncoder(nn.Module):
     """PromptAlign's ``TextEncoder``: ``forward(prompts, tokenized_prompts, compound_prompts_deeper_text)``."""
 
     def __init__(self, clip_model: nn.Module, n_ctx: int) -> None:
         super().__init__()
-        blocks = clip_model.transformer.resblocks
-        self.transformer = nn.Sequential(*[MaPLeBlock(b, n_ctx, i == 0) for i, b in enumerate(blocks)])
+        self.transformer = MaPLeTransformer(clip_model.transformer.resblocks, n_ctx)
         self.positional_embedding = clip_model.positional_embedding
         self.ln_final = clip_model.ln_final
         self.text_projection = clip_model.text_projection

@@ -292,3 +292,32 @@ def test_malformed_new_designs_are_refused(tiny_clip: torch.nn.Module) -> None:
     with pytest.raises(AdapterError, match="token_suffix"):
         fpp_init.apply(cocoop, **FAST)
     assert "reset_classnames" not in cocoop.prompt_generator.__dict__
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_maple_runs_on_the_fast_exact_path(clip3: torch.nn.Module, depth: int) -> None:
+    """MaPLe's deep prompts replace the ctx rows of every class alike, so the shared-prefix, truncated tower
+    applies: its features and FPP gradients equal the model's own text encoder."""
+    from fpp_init.adapters import LiveModel
+    from fpp_init.towers import CausalTextTower
+
+    model = get_maple(clip3, NAMES_A, prompt_depth=depth)
+    load_trained(model)
+    live = LiveModel(model)
+    tower = live.tower()
+    assert isinstance(tower, CausalTextTower) and len(tower.spec.deep_prompts) == depth - 1
+    pl, enc = model.prompt_learner, model.text_encoder
+    deep = [p.detach() for p in pl.compound_prompts_text]
+    p = live.embedded()
+    ctx = pl.ctx.detach().clone().requires_grad_()
+    weights = torch.linspace(-1, 1, 64)
+    ref = enc(p.assemble(ctx), pl.tokenized_prompts, deep)
+    (ref * weights).sum().backward()
+    ref_grad, ctx.grad = ctx.grad, None
+    head = torch.cat([p.prefix[0], ctx], 0)[None]
+    fast = tower.encode_shared_prefix(head, p.suffix[None], p.eot)[0]
+    (fast * weights).sum().backward()
+    torch.testing.assert_close(fast, ref.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ctx.grad, ref_grad, atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(tower.encode(p.assemble(ctx), p.eot), ref.detach(), atol=1e-5, rtol=1e-5)

@@ -241,17 +241,23 @@ class LiveModel:
         """The canonical description of the text tower, when the encoder is OpenAI-CLIP-shaped."""
         enc = self.text_encoder
         parts = {a: getattr(enc, a, None) for a in TEXT_PARTS}
-        if any(p is None for p in parts.values()) or self.convention == Convention.COMPOUND:
-            return None  # MaPLe's deep prompts: see the compound path (not yet on the fast path)
-        return openai_spec(**parts)  # type: ignore[arg-type]
+        if any(p is None for p in parts.values()):
+            return None
+        deep: dict[int, torch.Tensor] = {}
+        if self.convention == Convention.COMPOUND:
+            # MaPLe: block i >= 1 first replaces the ctx rows of every prompt by deep prompt i - 1
+            layers = len(getattr(parts["transformer"], "resblocks", ()))
+            deep = {i + 1: p for i, p in enumerate(self._deep_prompts()) if i + 1 < layers}
+        return openai_spec(**parts, deep_prompts=deep, deep_start=self.ctx_start)  # type: ignore[arg-type]
 
     def fingerprint(self) -> str:
-        """The text tower's fingerprint: equal to ``fingerprint_model`` of the same CLIP weights."""
+        """The text tower's fingerprint: equal to ``fingerprint_model`` of the same CLIP weights (for MaPLe,
+        the deep prompts are part of the tower's function, so of its fingerprint)."""
         spec = self.spec()
         if spec is not None:
             return fingerprint_spec(spec)
         parts: list[nn.Module | torch.Tensor] = [self.text_encoder]
-        if self.convention == Convention.COMPOUND:  # the deep prompts are part of the tower's function
+        if self.convention == Convention.COMPOUND:
             parts += self._deep_prompts()
         return fingerprint_modules(parts)
 
