@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from fpp_init.backbones.clip import import_clip
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from random_clip import build_random_clip  # noqa: E402  (the example the README tells users to run)
+
+from fpp_init.backbones.clip import import_clip  # noqa: E402
 from fpp_init.towers import CausalTextTower, openai_spec
 
 # Tiny models: one thread is fastest, and avoids OpenMP spin-waits on a busy 2-core machine.
@@ -19,25 +23,8 @@ DTD_FALLBACK = ["banded", "blotchy", "braided", "bubbly", "bumpy", "chequered", 
 
 
 def build_tiny_clip(width: int = 128, layers: int = 2, seed: int = 0, context_length: int = 77) -> torch.nn.Module:
-    clip = import_clip()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = clip.model.CLIP(
-            embed_dim=64,
-            image_resolution=32,
-            vision_layers=1,
-            vision_width=64,
-            vision_patch_size=16,
-            context_length=context_length,
-            vocab_size=49408,  # the real tokenizer's vocabulary
-            transformer_width=width,
-            transformer_heads=width // 64,
-            transformer_layers=layers,
-        )
-        # CLIP's init leaves some tensors tiny; give the text tower realistic spread
-        with torch.no_grad():
-            model.positional_embedding.normal_(0, 0.02)
-    return model.eval()
+    """A random-weight CLIP, built by the same code as ``examples/random_clip.py``."""
+    return build_random_clip(width, layers, seed, context_length)
 
 
 def clip_tower(model: torch.nn.Module) -> CausalTextTower:
