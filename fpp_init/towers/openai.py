@@ -1,9 +1,13 @@
-"""Towers of OpenAI-CLIP-shaped text encoders: clip-anytorch's ``CLIP`` and the ``TextEncoder``
-copies vendored by TPT-family repositories (including the ``aux_outputs`` variant whose blocks
-return tuples).
+"""Towers of OpenAI-CLIP-shaped text encoders: clip-anytorch's ``CLIP``, the ``TextEncoder`` copies
+vendored by TPT-family repositories (including the ``aux_outputs`` variant whose blocks return
+tuples), and OpenCLIP's built-in ``TextTransformer``.
 
-Every block is an ``nn.MultiheadAttention`` (``attn``), ``ln_1``, an ``mlp``
-(``c_fc`` -> QuickGELU/GELU -> ``c_proj``) and ``ln_2``, with a causal ``attn_mask``.
+Every block is an attention module (``attn``), ``ln_1``, an ``mlp`` (``c_fc`` -> QuickGELU/GELU ->
+``c_proj``) and ``ln_2``, with a causal ``attn_mask`` (the block's own, or the model's). OpenCLIP's
+variations are covered: LayerScale (``ls_1``/``ls_2``), ``nn.GELU`` (erf or tanh), LayerNorm eps,
+``LayerNormFp32``, batch-first blocks, a bias-free ``nn.Linear`` projection, and its
+``CustomResidualAttentionBlock`` when none of its extras (qk-norm, scaled cosine attention, head
+scales, inner / post-attention / MLP LayerNorms) is switched on.
 """
 
 from __future__ import annotations
@@ -21,8 +25,12 @@ __all__ = ["TEXT_PARTS", "openai_spec", "layer_norm_spec", "mlp_activation", "is
 TEXT_PARTS = ("positional_embedding", "transformer", "ln_final", "text_projection")
 
 
+class _Unsupported(Exception):
+    """Why a module is not a tower that a :class:`TowerSpec` describes exactly (the message says what)."""
+
+
 def layer_norm_spec(ln: object) -> LayerNormSpec | None:
-    """The spec of an ``nn.LayerNorm`` (or subclass: CLIP's fp32-casting LayerNorm) with an affine weight."""
+    """The spec of an ``nn.LayerNorm`` (or subclass: CLIP's and OpenCLIP's casting LayerNorms) with an affine weight."""
     if not isinstance(ln, nn.LayerNorm) or ln.weight is None or len(ln.normalized_shape) != 1:
         return None
     return LayerNormSpec(ln.weight, ln.bias, float(ln.eps))
@@ -48,52 +56,107 @@ def is_causal_mask(mask: object, length: int) -> bool:
     return bool(torch.isneginf(m[upper]).all()) and bool((m[~upper] == 0).all())
 
 
-def _block_spec(blk: nn.Module, mask: object, length: int) -> BlockSpec | None:
-    attn = getattr(blk, "attn", None)
-    if not isinstance(attn, nn.MultiheadAttention) or attn.in_proj_weight is None:
+def _is_identity(module: object) -> bool:
+    return module is None or isinstance(module, nn.Identity)
+
+
+def _ln(module: object, what: str) -> LayerNormSpec:
+    spec = layer_norm_spec(module)
+    if spec is None:
+        raise _Unsupported(f"{what} is {type(module).__name__}, not a LayerNorm with weights over the last dimension")
+    return spec
+
+
+def _attention(attn: object, where: str) -> tuple[torch.Tensor, torch.Tensor | None, nn.Linear]:
+    """``(qkv_weight, qkv_bias, out_proj)`` of plain multi-head self-attention."""
+    if isinstance(attn, nn.MultiheadAttention):
+        if attn.in_proj_weight is None:
+            raise _Unsupported(f"{where}: MultiheadAttention with separate key/value widths")
+        if attn.bias_k is not None or attn.add_zero_attn:
+            raise _Unsupported(f"{where}: MultiheadAttention with bias_k/bias_v or add_zero_attn")
+        if attn.dropout > 0:
+            raise _Unsupported(f"{where}: attention dropout {attn.dropout}")
+        return attn.in_proj_weight, attn.in_proj_bias, attn.out_proj
+    # OpenCLIP's own Attention (CustomResidualAttentionBlock): plain only when every extra is off
+    if type(attn).__name__ == "Attention" and type(attn).__module__.startswith("open_clip"):
+        extras = (
+            ("logit_scale", "scaled cosine attention (scaled_cosine_attn)"),
+            ("head_scale", "per-head attention scales (scale_heads)"),
+            ("ln_q", "LayerNorm on queries and keys (qk_norm)"),
+            ("ln_k", "LayerNorm on queries and keys (qk_norm)"),
+            ("ln_inner", "LayerNorm inside attention (scale_attn_inner)"),
+        )
+        for name, feature in extras:
+            if not _is_identity(getattr(attn, name, None)):
+                raise _Unsupported(f"{where}: {feature}")
+        drop = max(getattr(getattr(attn, n, None), "p", 0.0) for n in ("attn_drop", "out_drop"))
+        if drop > 0:
+            raise _Unsupported(f"{where}: attention dropout {drop}")
+        out = getattr(attn, "out_proj", None)
+        weight = getattr(attn, "in_proj_weight", None)
+        if isinstance(out, nn.Linear) and isinstance(weight, torch.Tensor):
+            return weight, getattr(attn, "in_proj_bias", None), out
+    raise _Unsupported(f"{where}: attention is {type(attn).__name__}, not multi-head self-attention")
+
+
+def _layer_scale(module: object, where: str) -> torch.Tensor | None:
+    """OpenCLIP's LayerScale gamma; ``None`` for none / ``nn.Identity``."""
+    if _is_identity(module):
         return None
-    if attn.bias_k is not None or attn.add_zero_attn or attn.dropout > 0:
-        return None
+    gamma = getattr(module, "gamma", None)
+    if isinstance(gamma, torch.Tensor) and gamma.dim() == 1 and not getattr(module, "inplace", False):
+        return gamma
+    raise _Unsupported(f"{where}: {type(module).__name__} is not a LayerScale")
+
+
+def _block_spec(blk: nn.Module, mask: object, length: int, where: str) -> BlockSpec:
+    if hasattr(blk, "ln_1_kv"):
+        raise _Unsupported(f"{where}: a cross-attention block")
+    qkv_weight, qkv_bias, out = _attention(getattr(blk, "attn", None), where)
     own = getattr(blk, "attn_mask", None)
     if not is_causal_mask(own if isinstance(own, torch.Tensor) else mask, length):
-        return None
+        raise _Unsupported(f"{where}: no causal attention mask (bidirectional attention)")
+    if not _is_identity(getattr(blk, "ln_attn", None)):
+        raise _Unsupported(f"{where}: LayerNorm after attention (scale_attn)")
     mlp = getattr(blk, "mlp", None)
-    fc1, fc2 = getattr(mlp, "c_fc", None), getattr(mlp, "c_proj", None)
-    acts = [m for name, m in (mlp.named_children() if mlp is not None else []) if name not in ("c_fc", "c_proj")]
-    act = mlp_activation(acts[0]) if len(acts) == 1 else None
-    ln_1, ln_2 = layer_norm_spec(getattr(blk, "ln_1", None)), layer_norm_spec(getattr(blk, "ln_2", None))
-    if not (isinstance(fc1, nn.Linear) and isinstance(fc2, nn.Linear) and act and ln_1 and ln_2):
-        return None
-    ls_1, ls_2 = _layer_scale(getattr(blk, "ls_1", None)), _layer_scale(getattr(blk, "ls_2", None))
-    if ls_1 is False or ls_2 is False:
-        return None
+    children = dict(mlp.named_children()) if isinstance(mlp, nn.Module) else {}
+    fc1, fc2 = children.pop("c_fc", None), children.pop("c_proj", None)
+    if not _is_identity(children.get("ln")):
+        raise _Unsupported(f"{where}: LayerNorm inside the MLP (scale_fc)")
+    acts = [m for m in children.values() if not _is_identity(m)]
+    if not (isinstance(fc1, nn.Linear) and isinstance(fc2, nn.Linear) and len(acts) == 1):
+        raise _Unsupported(f"{where}: the MLP is not c_fc -> activation -> c_proj")
+    act = mlp_activation(acts[0])
+    if act is None:
+        raise _Unsupported(f"{where}: activation {type(acts[0]).__name__} (supported: QuickGELU, GELU)")
     return BlockSpec(
-        ln_1=ln_1,
-        qkv_weight=attn.in_proj_weight,
-        qkv_bias=attn.in_proj_bias,
-        out_weight=attn.out_proj.weight,
-        out_bias=attn.out_proj.bias,
-        ln_2=ln_2,
+        ln_1=_ln(getattr(blk, "ln_1", None), f"{where}.ln_1"),
+        qkv_weight=qkv_weight,
+        qkv_bias=qkv_bias,
+        out_weight=out.weight,
+        out_bias=out.bias,
+        ln_2=_ln(getattr(blk, "ln_2", None), f"{where}.ln_2"),
         fc1_weight=fc1.weight,
         fc1_bias=fc1.bias,
         fc2_weight=fc2.weight,
         fc2_bias=fc2.bias,
         activation=act,
-        ls_1=ls_1 or None,
-        ls_2=ls_2 or None,
+        ls_1=_layer_scale(getattr(blk, "ls_1", None), f"{where}.ls_1"),
+        ls_2=_layer_scale(getattr(blk, "ls_2", None), f"{where}.ls_2"),
     )
 
 
-def _layer_scale(module: object) -> torch.Tensor | bool | None:
-    """OpenCLIP's LayerScale gamma, ``None`` for none / ``nn.Identity``, ``False`` if unknown."""
-    if module is None or isinstance(module, nn.Identity):
-        return None
-    gamma = getattr(module, "gamma", None)
-    if isinstance(gamma, torch.Tensor) and gamma.dim() == 1 and not getattr(module, "inplace", False):
-        return gamma
-    return False
+def _projection(text_projection: object) -> torch.Tensor | None:
+    if isinstance(text_projection, nn.Linear):
+        if text_projection.bias is not None:
+            raise _Unsupported("the text projection has a bias (OpenCLIP proj_bias=True)")
+        return text_projection.weight.t()  # [E, D] -> a [D, E] view
+    if isinstance(text_projection, torch.Tensor) or text_projection is None:
+        return text_projection
+    raise _Unsupported(f"the text projection is {type(text_projection).__name__}, not a matrix or a bias-free Linear")
 
 
+@torch.no_grad()  # a transposed view of a projection must carry no autograd history
 def openai_spec(
     transformer: nn.Module,
     positional_embedding: torch.Tensor,
@@ -103,33 +166,31 @@ def openai_spec(
     attn_mask: object = None,
     deep_prompts: dict[int, torch.Tensor] | None = None,
     deep_start: int = 1,
+    why: list[str] | None = None,
 ) -> TowerSpec | None:
     """The canonical description of an OpenAI-style causal text transformer, or ``None`` if it is not one.
 
     ``attn_mask`` is the model-level mask for towers whose blocks do not hold their own (OpenCLIP).
+    When ``None`` is returned and ``why`` is a list, the reason is appended to it.
     """
-    blocks: Sequence[nn.Module] = getattr(transformer, "resblocks", None) or []
-    if not isinstance(positional_embedding, torch.Tensor) or positional_embedding.dim() != 2 or not len(blocks):
+    try:
+        blocks: Sequence[nn.Module] = getattr(transformer, "resblocks", None) or []
+        if not len(blocks):
+            raise _Unsupported(f"{type(transformer).__name__} has no resblocks")
+        if not isinstance(positional_embedding, torch.Tensor) or positional_embedding.dim() != 2:
+            raise _Unsupported("the positional embedding is not a [L, D] tensor")
+        length = int(positional_embedding.shape[0])
+        specs = tuple(_block_spec(b, attn_mask, length, f"block {i}") for i, b in enumerate(blocks))
+        return TowerSpec(
+            blocks=specs,
+            heads=int(blocks[0].attn.num_heads),
+            positional_embedding=positional_embedding,
+            ln_final=_ln(ln_final, "ln_final"),
+            projection=_projection(text_projection),
+            deep_prompts=dict(deep_prompts or {}),
+            deep_start=deep_start,
+        )
+    except _Unsupported as exc:
+        if why is not None:
+            why.append(str(exc))
         return None
-    length = int(positional_embedding.shape[0])
-    specs = [_block_spec(b, attn_mask, length) for b in blocks]
-    final = layer_norm_spec(ln_final)
-    if any(s is None for s in specs) or final is None:
-        return None
-    if isinstance(text_projection, nn.Linear):
-        if text_projection.bias is not None:
-            return None
-        projection: torch.Tensor | None = text_projection.weight.t()
-    elif isinstance(text_projection, torch.Tensor) or text_projection is None:
-        projection = text_projection
-    else:
-        return None
-    return TowerSpec(
-        blocks=tuple(specs),  # type: ignore[arg-type]
-        heads=int(blocks[0].attn.num_heads),
-        positional_embedding=positional_embedding,
-        ln_final=final,
-        projection=projection,
-        deep_prompts=dict(deep_prompts or {}),
-        deep_start=deep_start,
-    )
