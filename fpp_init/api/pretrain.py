@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +18,7 @@ from .._validate import check_bool, check_cache, check_classnames, check_ctx, ch
 from ..algorithm import FPPResult, optimize_flat_prompt
 from ..artifacts import FPPPrompt
 from ..artifacts.cache import CacheRequest, PromptCache
-from ..backbones import TextModel, build_class_prompts, text_model
+from ..backbones import ClassPrompts, TextModel, build_class_prompts, text_model
 from ..config import FPPConfig, as_config
 from ..errors import ClassNameError, ConfigError
 from . import _distributed
@@ -140,43 +141,75 @@ def pretrain_flat_prompt(
     )
     if init_ctx is not None:
         init_ctx = check_ctx(init_ctx, "init_ctx", width=tm.width, n_ctx=classes.n_ctx).float().cpu()
-    fingerprint = tm.fingerprint()
-    request = CacheRequest(fingerprint, names, n, classes.template, classes.predefined_ctx, init_ctx, cfg)
+    request = CacheRequest(tm.fingerprint(), names, n, classes.template, classes.predefined_ctx, init_ctx, cfg)
+    run = _Job(tm, classes, request, init_ctx, progress, cache_dir, ckpt_path, checkpoint_every)
     with _distributed.session(distributed, tm.device) as group:
+        return run(group)
+
+
+class _Job:
+    """One pretraining once everything is validated: the cache, then the optimiser (sharded and
+    checkpointed as asked), then the prompt with its provenance."""
+
+    def __init__(
+        self,
+        tm: TextModel,
+        classes: ClassPrompts,
+        request: CacheRequest,
+        init_ctx: torch.Tensor | None,
+        progress: bool,
+        cache_dir: Path | None,
+        checkpoint: Path | None,
+        checkpoint_every: int,
+    ) -> None:
+        self.tm, self.classes, self.request, self.init_ctx = tm, classes, request, init_ctx
+        self.progress, self.cache_dir = progress, cache_dir
+        self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
+
+    def __call__(self, group: _distributed.Group | None) -> FPPPrompt:
+        writer = group is None or group.rank == 0
         if group is not None:
-            group.check_same(request.key, "inputs (model weights, class names, template, config)")
-        cache_store = PromptCache(cache_dir) if cache_dir is not None and (group is None or group.rank == 0) else None
-        hit = cache_store.lookup(request) if cache_store is not None else None
+            group.check_same(self.request.key, "inputs (model weights, class names, template, config)")
+        cache = PromptCache(self.cache_dir) if self.cache_dir is not None and writer else None
+        hit = cache.lookup(self.request) if cache is not None else None
         if group is not None:
             hit = group.share_prompt(hit)
         if hit is not None:
             return hit
-        ckpt = None if ckpt_path is None else FileCheckpoint(ckpt_path, request.key, cfg.steps, checkpoint_every, group)
+        ckpt = None
+        if self.checkpoint is not None:
+            ckpt = FileCheckpoint(
+                self.checkpoint, self.request.key, self.request.config.steps, self.checkpoint_every, group
+            )
+        prompt = self._optimize(group, ckpt, writer)
+        if cache is not None:
+            cache.store(self.request, prompt)
+        if ckpt is not None:
+            ckpt.finish()
+        return prompt
+
+    def _optimize(self, group: _distributed.Group | None, ckpt: FileCheckpoint | None, writer: bool) -> FPPPrompt:
+        tm, classes, cfg, names = self.tm, self.classes, self.request.config, self.request.classnames
         with frozen([tm.model]), cpu_threads(cfg.threads, tm.device):
             result = optimize_flat_prompt(
                 tm.tower,
                 classes.prompts,
                 classes.predefined_ctx,
                 cfg,
-                init_ctx=init_ctx,
+                init_ctx=self.init_ctx,
                 random_class_tokens=_embedding_stats(tm) if names is None else None,
                 device=tm.device,
-                progress=progress and (group is None or group.rank == 0),
+                progress=self.progress and writer,
                 shard=None if group is None else group.shard(),
                 checkpoint=ckpt,
             )
-        prompt = prompt_from_result(
+        return prompt_from_result(
             result,
             cfg,
             backbone=tm.backbone,
             template=classes.template,
             classnames=names,
             class_agnostic=names is None,
-            num_classes=n,
-            fingerprint=fingerprint,
+            num_classes=self.request.num_classes,
+            fingerprint=self.request.fingerprint,
         )
-        if cache_store is not None:
-            cache_store.store(request, prompt)
-        if ckpt is not None:
-            ckpt.finish()
-    return prompt
