@@ -42,6 +42,7 @@ integers in ``[0, K)``; bad input raises :class:`~fpp_init.errors.MetricInputErr
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -331,7 +332,7 @@ def reliability_diagram(
     n_bins: int = DEFAULT_BINS,
     from_logits: bool = False,
     title: str | None = None,
-    path: str | None = None,
+    path: str | os.PathLike[str] | None = None,
 ) -> Figure:
     """Reliability diagram (accuracy per confidence bin, gap to the diagonal, ECE in the legend).
 

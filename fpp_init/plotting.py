@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ._deps import require
-from ._io import atomic_write_bytes
+from ._io import atomic_write_bytes, check_writable_file
+from ._validate import check_int, check_path, check_str
 from .errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -27,6 +28,14 @@ __all__ = ["require_matplotlib", "plot_reliability", "plot_sharpness", "save_png
 def require_matplotlib() -> Any:
     """The ``matplotlib`` module, or :class:`~fpp_init.errors.PlotDependencyError` with the install command."""
     return require("matplotlib", "plot", "plotting")
+
+
+def _check_output(title: Any, path: Any, dpi: Any = 100) -> None:
+    """The options every figure function takes, checked before any drawing (and the output before the work)."""
+    check_str(title, "title", allow_none=True)
+    check_int(dpi, "dpi", min=10, max=2400)
+    if path is not None:
+        check_writable_file(check_path(path, "path"), "figure")
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -50,8 +59,9 @@ def save_png(fig: Figure, path: str | os.PathLike[str], dpi: int = 100) -> None:
     atomic_write_bytes(path, small.getvalue(), what="figure")
 
 
-def plot_reliability(bins: Any, *, title: str | None = None, path: str | None = None) -> Figure:
+def plot_reliability(bins: Any, *, title: str | None = None, path: str | os.PathLike[str] | None = None) -> Figure:
     """Reliability diagram of :func:`fpp_init.metrics.reliability_bins` output (a ``ReliabilityBins``): 2 axes."""
+    _check_output(title, path)
     fig = _new_figure(5.0, 5.5)
     ax, hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     lower = bins.lower.tolist()
@@ -93,6 +103,7 @@ def plot_sharpness(
     """
     if not results:
         raise ConfigError("no sharpness results to plot", param="results")
+    _check_output(title, path, dpi)
     with_2d = [r for r in results if r.landscape is not None and r.landscape.grid2d is not None]
     with_1d = [r for r in results if r.landscape is not None]
     top = 2 if with_1d else 1

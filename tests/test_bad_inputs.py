@@ -376,3 +376,17 @@ def test_other_width_model_refuses_prompt(tmp_path: Path) -> None:
     model = build_tiny_clip(64, layers=1)
     with pytest.raises(fpp_init.PromptMismatchError, match="width 128 but 64 was expected"):
         fpp_init.load_fpp_prompt(make_prompt(), model=model)
+
+
+def test_figure_options_are_checked_before_drawing(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(fpp_init.OutputError, match="existing folder"):
+        metrics.reliability_diagram([[0.6, 0.4]], [0], path=tmp_path / "dir")
+    with pytest.raises(ConfigError, match="title must be a non-empty string"):
+        metrics.reliability_diagram([[0.6, 0.4]], [0], title=3)  # type: ignore[arg-type]
+    from fpp_init.plotting import plot_sharpness
+
+    with pytest.raises(ConfigError, match="dpi must be an int in"):
+        plot_sharpness([object()], dpi=0)
+    assert os.listdir(tmp_path) == ["dir"]
