@@ -49,7 +49,10 @@ def import_transformers() -> Any:
 class TransformersTokenizer:
     """A transformers ``CLIPTokenizer`` / ``CLIPTokenizerFast`` as FPP's :class:`Tokenizer`.
 
-    ``clean`` is applied to a text first (OpenCLIP's ``HFTokenizer`` cleans before tokenizing).
+    ``clean`` is applied to a text first (OpenCLIP's ``HFTokenizer`` cleans before tokenizing). The
+    ids are those the model's own pipeline uses; they equal OpenAI's except where the fast tokenizer
+    (the only one in transformers 5.x) skips OpenAI's ftfy / ``html.unescape`` cleaning: HTML
+    entities, ligatures, full-width letters, mojibake.
     ``argmax_read``: the model reads its feature at the largest id (configs from before
     transformers 4.31, and OpenCLIP's default pooling), so ids above ``<|endoftext|>`` (tokens
     added later, e.g. by textual inversion) are refused: the model would read there, not at the EOS.
