@@ -1,25 +1,30 @@
 #!/usr/bin/env python
-"""Benchmark fpp-init's FPP optimiser against a straightforward full-length loop.
+"""Benchmark fpp-init's FPP optimiser against a straightforward full-length loop, for each CLIP library.
 
-For each case (a class-name set) this runs, one after the other and each in
-its own subprocess, N steps of
+For each case (a class-name set) and each library (``clip``: clip-anytorch, ``open_clip``:
+OpenCLIP, ``transformers``: Hugging Face) this runs, one after the other and each in its own
+subprocess, N steps of
 
 * ``reference``: the spec of ``docs/fpp-algorithm.md`` written the obvious way,
   independent of the package: all ``L = 77`` positions of every prompt and
-  noise copy through ``model.transformer`` (as ``model.encode_text`` does, but
-  on token embeddings), the ``K * C`` perturbed prompts in one batch under
-  ``no_grad``, the ``C`` clean prompts with autograd, the same losses and the
+  noise copy through the library's own text forward (clip-anytorch: ``model.transformer``,
+  as ``model.encode_text`` does, but on token embeddings; OpenCLIP: ``model.encode_text``;
+  transformers: ``model.get_text_features``; for the last two the token-embedding layer's
+  output is replaced by the embedded prompts), the ``K * C`` perturbed prompts in one
+  batch under ``no_grad``, the ``C`` clean prompts with autograd, the same losses and the
   same AdamW / cosine schedule, and the same random draws in the package's
   documented order (one CPU ``torch.Generator`` seeded with ``config.seed``:
-  the random start ``randn(n_ctx, D)``, then ``randn(K, L, D)`` per step);
-* ``package``: ``fpp_init._algorithm.optimize_flat_prompt`` on the same
-  embedded prompts (``share_prefix`` and ``chunk_classes`` at their defaults).
+  the random start ``randn(n_ctx, D)``, then ``randn(K, N, D)`` per step, ``N`` the
+  positions up to the last EOS of the class set);
+* ``package``: ``fpp_init.algorithm.optimize_flat_prompt`` on the tower of
+  ``fpp_init.backbones.text_model(model)`` and the prompts of ``build_class_prompts``
+  (``share_prefix`` and ``chunk_classes`` at their defaults).
 
-The model is a randomly initialised clip-anytorch ``CLIP`` whose text tower has
-the ViT-B/16 shape (width 512, 12 layers, 8 heads, 77 positions) and a tiny
-vision part. Speed does not depend on the weights' values.
+Each library's model has random weights and a text tower of the ViT-B/16 shape (width 512,
+12 layers, 8 heads, 77 positions, QuickGELU) and a tiny vision part. Speed does not depend
+on the weights' values.
 
-It prints one JSON line per case: seconds per step of each implementation and
+It prints one JSON line per case and library: seconds per step of each implementation and
 their ratio, peak memory of each, the largest differences of the per-step
 losses and of the final ctx, and the useful throughput of the package against
 a plain matmul measured in the same run.
@@ -37,8 +42,9 @@ allocation error instead of waking the OOM killer; it is then reported as
 
 Examples::
 
-    python examples/benchmark_pretrain.py --cases dtd --steps 3
-    python examples/benchmark_pretrain.py --cases imagenet --steps 1
+    python examples/benchmark_pretrain.py --cases dtd --steps 3 --threads 1
+    python examples/benchmark_pretrain.py --cases dtd --steps 3 --libraries open_clip,transformers
+    python examples/benchmark_pretrain.py --cases imagenet --steps 1 --libraries clip
 """
 
 from __future__ import annotations
@@ -52,13 +58,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from fpp_init._algorithm import EmbeddedPrompts, optimize_flat_prompt
-from fpp_init._clip import import_clip, tokenizer
 
 from fpp_init import FPPConfig
+from fpp_init.algorithm import optimize_flat_prompt
+from fpp_init.backbones import build_class_prompts, text_model
+from fpp_init.backbones.clip import ClipTokenizer, import_clip
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "classnames"
@@ -66,6 +75,7 @@ TEMPLATE = "a photo of a"
 WIDTH, LAYERS, HEADS, CONTEXT, EMBED = 512, 12, 8, 77, 512
 CASES = ("dtd", "imagenet")
 FALLBACK_SIZES = {"dtd": 47, "imagenet": 1000}
+EOT_ID = 49407  # CLIP's <|endoftext|>
 
 
 # -- shared set-up -------------------------------------------------------------------------
@@ -85,10 +95,32 @@ def class_names(case: str, limit: int | None, subset: int | None = None) -> tupl
     return names, source
 
 
-def build_model(device: torch.device) -> torch.nn.Module:
-    clip = import_clip()
-    torch.manual_seed(0)  # this is a benchmark process: the global RNG is ours
-    model = clip.model.CLIP(
+def _on_embeddings(
+    encode_ids: Callable[[torch.Tensor], torch.Tensor], embedding: torch.nn.Module, x: torch.Tensor, eot: torch.Tensor
+) -> torch.Tensor:
+    """A library's own text forward ``encode_ids(ids)`` on token embeddings ``x`` ``[B, 77, D]``: the
+    token-embedding layer's output is replaced by ``x``; the ids only place the EOS for pooling."""
+    ids = torch.zeros(x.shape[:2], dtype=torch.long, device=x.device)
+    ids[torch.arange(x.shape[0], device=x.device), eot] = EOT_ID
+    handle = embedding.register_forward_hook(lambda module, args, out: x.to(out.dtype))
+    try:
+        return encode_ids(ids)
+    finally:
+        handle.remove()
+
+
+@dataclass(frozen=True)
+class Library:
+    """A CLIP library: a random-weight model with ViT-B/16 text shapes, its token-embedding table,
+    and its own straightforward text forward on token embeddings (all 77 positions)."""
+
+    build: Callable[[], torch.nn.Module]
+    token_table: Callable[[torch.nn.Module], torch.Tensor]
+    encode: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _build_clip() -> torch.nn.Module:
+    return import_clip().model.CLIP(
         embed_dim=EMBED,
         image_resolution=32,
         vision_layers=1,
@@ -100,19 +132,9 @@ def build_model(device: torch.device) -> torch.nn.Module:
         transformer_heads=HEADS,
         transformer_layers=LAYERS,
     )
-    return model.eval().requires_grad_(False).to(device)
 
 
-def embed(model: torch.nn.Module, names: list[str]) -> tuple[torch.Tensor, torch.Tensor, int]:
-    clip = import_clip()
-    tokens = clip.tokenize([f"{TEMPLATE} {n.replace('_', ' ')}." for n in names])
-    with torch.no_grad():
-        emb = model.token_embedding(tokens.to(model.positional_embedding.device)).float().cpu()
-    return emb, tokens.argmax(dim=-1), len(tokenizer().encode(TEMPLATE))
-
-
-# -- the straightforward implementation ----------------------------------------------------
-def reference_encode(model: torch.nn.Module, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+def _encode_clip(model: torch.nn.Module, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
     """``model.encode_text`` on token embeddings ``x`` ``[B, 77, D]``: all 77 positions."""
     x = x + model.positional_embedding
     x = model.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
@@ -120,14 +142,82 @@ def reference_encode(model: torch.nn.Module, x: torch.Tensor, eot: torch.Tensor)
     return x[torch.arange(x.shape[0], device=x.device), eot] @ model.text_projection
 
 
+def _build_open_clip() -> torch.nn.Module:
+    import open_clip
+
+    text = {"context_length": CONTEXT, "vocab_size": 49408, "width": WIDTH, "heads": HEADS, "layers": LAYERS}
+    vision = {"layers": 1, "width": 64, "patch_size": 16, "image_size": 32, "head_width": 64}
+    return open_clip.model.CLIP(EMBED, vision, text, quick_gelu=True)
+
+
+def _build_transformers() -> torch.nn.Module:
+    import transformers
+
+    text = {"vocab_size": 49408, "hidden_size": WIDTH, "intermediate_size": 4 * WIDTH, "num_hidden_layers": LAYERS}
+    text.update(num_attention_heads=HEADS, max_position_embeddings=CONTEXT, hidden_act="quick_gelu", eos_token_id=2)
+    vision = {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 1, "num_attention_heads": 1}
+    vision.update(image_size=32, patch_size=16, hidden_act="quick_gelu")
+    config = transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=EMBED)
+    return transformers.CLIPModel(config)
+
+
+def _hf_features(out: object) -> torch.Tensor:
+    """transformers 4.x ``get_text_features`` returns a tensor, 5.x an output object."""
+    return out if isinstance(out, torch.Tensor) else out.pooler_output  # type: ignore[attr-defined]
+
+
+def _hf_embedding(model: torch.nn.Module) -> torch.nn.Module:
+    from fpp_init.towers import hf_text_transformer
+
+    return hf_text_transformer(model).embeddings.token_embedding  # type: ignore[union-attr]
+
+
+LIBRARIES = {
+    "clip": Library(_build_clip, lambda m: m.token_embedding.weight, _encode_clip),
+    "open_clip": Library(
+        _build_open_clip,
+        lambda m: m.token_embedding.weight,
+        lambda m, x, eot: _on_embeddings(m.encode_text, m.token_embedding, x, eot),
+    ),
+    "transformers": Library(
+        _build_transformers,
+        lambda m: _hf_embedding(m).weight,
+        lambda m, x, eot: _on_embeddings(
+            lambda ids: _hf_features(m.get_text_features(input_ids=ids)), _hf_embedding(m), x, eot
+        ),
+    ),
+}
+
+
+def build_model(library: str, device: torch.device) -> torch.nn.Module:
+    torch.manual_seed(0)  # this is a benchmark process: the global RNG is ours
+    model = LIBRARIES[library].build()
+    return model.eval().requires_grad_(False).to(device)
+
+
+def embed(library: str, model: torch.nn.Module, names: list[str]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Embedded prompts ``[C, 77, D]`` (CLIP's BPE ids: the same in all three libraries), EOS positions, n_ctx."""
+    tokens = import_clip().tokenize([f"{TEMPLATE} {n.replace('_', ' ')}." for n in names])
+    table = LIBRARIES[library].token_table(model)
+    with torch.no_grad():
+        emb = table[tokens.to(table.device)].float().cpu()
+    return emb, tokens.argmax(dim=-1), len(ClipTokenizer().encode(TEMPLATE))
+
+
+# -- the straightforward implementation ----------------------------------------------------
 def reference_run(
-    model: torch.nn.Module, emb: torch.Tensor, eot: torch.Tensor, n_ctx: int, cfg: FPPConfig, device: torch.device
+    encode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    emb: torch.Tensor,
+    eot: torch.Tensor,
+    n_ctx: int,
+    cfg: FPPConfig,
+    device: torch.device,
 ) -> tuple[torch.Tensor, dict[str, list[float]], list[float]]:
     def norm(f: torch.Tensor) -> torch.Tensor:
         return f / f.norm(dim=-1, keepdim=True)
 
     c, length, width = emb.shape
-    k = cfg.num_noise
+    k, used = cfg.num_noise, int(eot.max()) + 1
     emb, eot = emb.to(device), eot.to(device)
     gen = torch.Generator().manual_seed(cfg.seed)
 
@@ -135,7 +225,7 @@ def reference_run(
         return torch.cat([emb[:, :1], ctx[None].expand(c, -1, -1), emb[:, 1 + n_ctx :]], dim=1)
 
     with torch.no_grad():
-        target = norm(reference_encode(model, prompts(emb[0, 1 : 1 + n_ctx]), eot))
+        target = norm(encode(prompts(emb[0, 1 : 1 + n_ctx]), eot))
     ctx = torch.nn.Parameter((torch.randn(n_ctx, width, generator=gen) * cfg.init_std).to(device))
     opt = torch.optim.AdamW([ctx], lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps, eta_min=cfg.min_lr)
@@ -144,14 +234,15 @@ def reference_run(
     times = []
     for _ in range(cfg.steps):
         t0 = time.perf_counter()
-        noise = torch.randn(k, length, width, generator=gen)
+        noise = torch.zeros(k, length, width)  # rows after the last EOS change no feature: no noise drawn
+        noise[:, :used] = torch.randn(k, used, width, generator=gen)
         noise[:, 1 : 1 + n_ctx] *= cfg.ctx_noise
         noise[:, :1] *= cfg.cls_noise
         noise[:, 1 + n_ctx :] *= cfg.cls_noise
         with torch.no_grad():
             noisy = (prompts(ctx)[None] + noise.to(device)[:, None]).flatten(0, 1)
-            f_noisy = norm(reference_encode(model, noisy, eot.repeat(k))).view(k, c, -1)
-        f = norm(reference_encode(model, prompts(ctx), eot))
+            f_noisy = norm(encode(noisy, eot.repeat(k))).view(k, c, -1)
+        f = norm(encode(prompts(ctx), eot))
         align = f.shape[-1] * ((f - target) ** 2).mean()
         flat = -lam * (f[None] * f_noisy).sum(-1).mean()
         loss = align + flat
@@ -210,29 +301,54 @@ def matmul_gflops(device: torch.device, seconds: float = 1.0) -> float:
     return 2 * a.shape[0] * WIDTH * 4 * WIDTH * n / (time.perf_counter() - t0) / 1e9
 
 
+class StepClock:
+    """A ``Checkpointing`` for ``optimize_flat_prompt`` that saves nothing and notes the time when the
+    set-up (target features) is done (``load``, called once before the first step) and when each
+    step is done (``save``, every step): the steps' own time, without the set-up."""
+
+    every = 1
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.marks: list[float] = []
+
+    def _mark(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.marks.append(time.perf_counter())
+
+    def load(self) -> None:
+        self._mark()
+
+    def save(self, state: object) -> None:
+        self._mark()
+
+    def step_seconds(self) -> list[float]:
+        return [b - a for a, b in zip(self.marks[:-1], self.marks[1:], strict=True)]
+
+
 # -- child ---------------------------------------------------------------------------------
 def child(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     names, _ = class_names(args.cases, args.limit, args.subset)
-    model = build_model(device)
-    emb, eot, n_ctx = embed(model, names)
+    model = build_model(args.library, device)
+    emb, eot, n_ctx = embed(args.library, model, names)
     cfg = FPPConfig(steps=args.steps, seed=args.seed, autocast="off")
     mem = PeakMemory(device)
     out: dict[str, object] = {}
     try:
         if args.child == "reference":
+            encode = LIBRARIES[args.library].encode
             mem.start()
-            ctx, hist, times = reference_run(model, emb, eot, n_ctx, cfg, device)
+            ctx, hist, times = reference_run(lambda x, e: encode(model, x, e), emb, eot, n_ctx, cfg, device)
             out["sec_per_step"] = sum(times) / len(times)
             out["sec_steps"] = times
         else:
-            from fpp_init.towers import CLIPTextTower
-
-            tower = CLIPTextTower.from_clip_model(model)
-            prompts = EmbeddedPrompts(prefix=emb[:, :1], suffix=emb[:, 1 + n_ctx :], eot=eot)
-            predefined = emb[0, 1 : 1 + n_ctx].clone()
+            tm = text_model(model)
+            classes = build_class_prompts(tm, names, template=TEMPLATE)
+            tower, prompts, predefined = tm.tower, classes.prompts, classes.predefined_ctx
 
             options = {}
             for item in args.option:
@@ -242,20 +358,25 @@ def child(args: argparse.Namespace) -> None:
                 raise SystemExit(f"--option takes chunk_classes or share_prefix, got {sorted(options)}")
             pcfg = cfg.replace(**options)
 
-            def run(steps: int):  # type: ignore[no-untyped-def]
-                t0 = time.perf_counter()
+            def run(steps: int) -> tuple[object, StepClock]:
+                clock = StepClock(device)
                 res = optimize_flat_prompt(
-                    tower, prompts, predefined, pcfg.replace(steps=steps), device=device, progress=False
+                    tower,
+                    prompts,
+                    predefined,
+                    pcfg.replace(steps=steps),
+                    device=device,
+                    progress=False,
+                    checkpoint=clock,
                 )
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                return res, time.perf_counter() - t0
+                return res, clock
 
-            _, t_setup = run(0)  # target features only (also warms up)
+            run(1)  # warm-up: target features and one step
             mem.start()
-            res, t_all = run(args.steps)
-            ctx, hist = res.ctx, {k: res.history[k] for k in ("align", "flat", "loss")}
-            out["sec_per_step"] = max(t_all - t_setup, 0.0) / args.steps
+            res, clock = run(args.steps)
+            ctx, hist = res.ctx, {k: res.history[k] for k in ("align", "flat", "loss")}  # type: ignore[attr-defined]
+            out["sec_steps"] = clock.step_seconds()
+            out["sec_per_step"] = sum(out["sec_steps"]) / args.steps  # type: ignore[arg-type]
             out["matmul_gflops"] = matmul_gflops(device)
         out["peak_bytes"] = mem.peak()
         out["history"] = hist
@@ -284,10 +405,10 @@ def useful_flops(eot: list[int], n_ctx: int, k: int) -> float:
     return float(flops * (k + 2))
 
 
-def run_child(kind: str, case: str, args: argparse.Namespace, subset: int = 0) -> dict:
+def run_child(kind: str, library: str, case: str, args: argparse.Namespace, subset: int = 0) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.json"
-        cmd = [sys.executable, __file__, "--child", kind, "--cases", case, "--out", str(out)]
+        cmd = [sys.executable, __file__, "--child", kind, "--library", library, "--cases", case, "--out", str(out)]
         cmd += ["--steps", str(args.steps_for[case]), "--device", args.device, "--seed", str(args.seed)]
         cmd += ["--threads", str(args.threads), "--limit", str(args.limit), "--subset", str(subset)]
         cmd += [f"--option={o}" for o in args.option]
@@ -314,17 +435,18 @@ def _diffs(ref: dict, pkg: dict) -> dict:
     return {"max_abs_diff_losses": losses, "max_abs_diff_ctx": ctx}
 
 
-def compare(case: str, args: argparse.Namespace) -> dict:
+def compare(case: str, library: str, args: argparse.Namespace) -> dict:
+    """One JSON line: ``library``'s reference loop against the package, on ``case``'s class names."""
     names, source = class_names(case, args.limit)
     c, sub = len(names), args.ref_classes_for.get(case, 0)
     sub = sub if 0 < sub < c else 0
     gib = 2**30
-    line: dict[str, object] = {"case": case, "classes": c, "names": source, "device": args.device}
+    line: dict[str, object] = {"case": case, "library": library, "classes": c, "names": source, "device": args.device}
     if args.option:
         line["package_options"] = args.option
     line["steps"] = args.steps_for[case]
-    ref = run_child("reference", case, args, sub) if not args.skip_reference else {"failed": "skipped"}
-    pkg = run_child("package", case, args)
+    ref = run_child("reference", library, case, args, sub) if not args.skip_reference else {"failed": "skipped"}
+    pkg = run_child("package", library, case, args)
     line["threads"] = pkg.get("threads")
     if "failed" in pkg:
         line["package_failed"] = pkg["failed"]
@@ -341,7 +463,7 @@ def compare(case: str, args: argparse.Namespace) -> dict:
         line.update(_diffs(ref, pkg))
     else:  # reference measured on `sub` evenly spaced classes; its time and memory grow linearly in C
         scale = c / sub
-        pkg_sub = run_child("package", case, args, sub)
+        pkg_sub = run_child("package", library, case, args, sub)
         line["reference_classes_measured"] = sub
         line["reference_s_per_step_measured"] = round(ref["sec_per_step"], 4)
         line["reference_peak_mem_gib_measured"] = round(ref["peak_bytes"] / gib, 4)
@@ -373,6 +495,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", default="dtd", help="comma-separated: dtd, imagenet (any classnames/*.json name)")
     ap.add_argument("--steps", default="3", help="steps per case: one number, or e.g. dtd=3,imagenet=1")
+    ap.add_argument(
+        "--libraries",
+        default=",".join(LIBRARIES),
+        help=f"comma-separated CLIP libraries, one row each (default: {','.join(LIBRARIES)})",
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads in each child (0: torch's default)")
@@ -394,6 +521,7 @@ def main() -> None:
     )
     ap.add_argument("--subset", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--child", choices=["reference", "package"], help=argparse.SUPPRESS)
+    ap.add_argument("--library", choices=list(LIBRARIES), default="clip", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -405,8 +533,13 @@ def main() -> None:
     args.ref_classes_for = _per_case(args.ref_classes, cases, 0)
     if args.device == "cpu" and not args.threads:
         args.threads = torch.get_num_threads()
+    libraries = [name.strip() for name in args.libraries.split(",") if name.strip()]
+    unknown = sorted(set(libraries) - set(LIBRARIES))
+    if unknown:
+        ap.error(f"--libraries: unknown {unknown}; choose from {list(LIBRARIES)}")
     for case in cases:
-        print(json.dumps(compare(case, args)), flush=True)
+        for library in libraries:
+            print(json.dumps(compare(case, library, args)), flush=True)
 
 
 if __name__ == "__main__":
