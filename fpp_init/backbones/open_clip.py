@@ -114,7 +114,12 @@ def _text_parts(model: nn.Module, what: str) -> _TextParts:
             )
         if not all(hasattr(text, a) for a in _PARTS):
             raise ModelLoadError(f"{what} has the text tower {name}, not OpenCLIP's TextTransformer. {_SUPPORTED}")
-        src, pool, eos, cls = text, getattr(text, "pool_type", "argmax"), getattr(text, "eos_id", None), text.cls_emb
+        src, pool, eos, cls = (
+            text,
+            getattr(text, "pool_type", "argmax"),
+            getattr(text, "eos_id", None),
+            getattr(text, "cls_emb", None),
+        )
     elif all(hasattr(model, a) for a in _PARTS):  # CLIP (open_clip < 2.23 has no pool types: always argmax)
         src, pool, eos, cls = (
             model,
