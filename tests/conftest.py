@@ -10,9 +10,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from random_clip import build_random_clip  # noqa: E402  (the example the README tells users to run)
+from random_clip import build_random_clip
 
-from fpp_init.backbones.clip import import_clip  # noqa: E402
+from fpp_init.backbones.clip import import_clip
 from fpp_init.towers import CausalTextTower, openai_spec
 
 # Tiny models: one thread is fastest, and avoids OpenMP spin-waits on a busy 2-core machine.

@@ -1,7 +1,7 @@
 """Model references -> :class:`TextModel`: one front door for every CLIP library.
 
 A model is given as an object (clip-anytorch ``CLIP``; OpenCLIP ``CLIP`` / ``CustomTextCLIP``;
-transformers ``CLIPModel`` / ``CLIPTextModelWithProjection``) or by reference, the library chosen
+transformers ``CLIPModel`` / ``CLIPTextModelWithProjection`` / ``CLIPTextModel``) or by reference, the library chosen
 by the prefix (as open_clip does for its hub names):
 
 * ``"ViT-B/16"`` or a checkpoint path: clip-anytorch (``clip.load``);

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..towers import TextTower
 
-__all__ = ["Tokenizer", "TextModel"]
+__all__ = ["Tokenizer", "TextModel", "first_line"]
 
 
 class Tokenizer(Protocol):
@@ -32,7 +32,6 @@ class TextModel:
         tower: the fast exact text tower.
         tokenizer: the model's tokenizer.
         token_embedding: ``[V, D]`` token embedding table.
-        pool: where the feature is read: ``"eot"`` (the first EOS token) or ``"last"`` (position ``L - 1``).
         family: ``"clip"`` (clip-anytorch), ``"open_clip"`` or ``"transformers"``.
         backbone: a name for the weights (``"ViT-B/16"``, ``"open_clip:ViT-B-16/openai"``,
             ``"hf:openai/clip-vit-base-patch16"``, a checkpoint file name), if known.
@@ -42,7 +41,6 @@ class TextModel:
     tower: TextTower
     tokenizer: Tokenizer
     token_embedding: torch.Tensor
-    pool: str
     family: str
     backbone: str | None
 
@@ -62,8 +60,13 @@ class TextModel:
         return self.tower.fingerprint()
 
     def read_positions(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``[N]`` positions whose hidden state is the feature, for token ids ``[N, L]``."""
-        if self.pool == "last":
-            return torch.full((tokens.shape[0],), tokens.shape[1] - 1, dtype=torch.long)
+        """``[N]`` positions whose hidden state is the feature, for token ids ``[N, L]``: the first EOS
+        (towers that read elsewhere are refused when their TextModel is made)."""
         is_eot = tokens == self.tokenizer.eot
         return is_eot.int().argmax(dim=-1)  # the first EOS
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of an exception's message (libraries' messages can run to pages)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -21,7 +21,7 @@ from torch import nn
 from .. import constants as const
 from ..errors import ModelLoadError
 from ..towers import CausalTextTower, openai_spec
-from ._base import TextModel
+from ._base import TextModel, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +149,6 @@ def text_model_from_clip(model: nn.Module, backbone: str | None = None) -> TextM
         tower=CausalTextTower(spec),
         tokenizer=ClipTokenizer(),
         token_embedding=model.token_embedding.weight,  # type: ignore[union-attr]
-        pool="eot",
         family="clip",
         backbone=backbone or infer_backbone(getattr(model, "visual", None)),
     )
@@ -184,20 +183,15 @@ def load_clip(name_or_path: str | os.PathLike[str], device: torch.device) -> Tex
         except (OSError, ConnectionError) as exc:  # urllib errors are OSErrors
             if name in known:
                 raise ModelLoadError(
-                    f"could not download CLIP {name!r} ({_first_line(exc)}). Offline? Download the "
+                    f"could not download CLIP {name!r} ({first_line(exc)}). Offline? Download the "
                     "checkpoint on a connected machine and pass its path (CLI: --weights PATH)"
                 ) from None
-            raise ModelLoadError(f"could not read CLIP checkpoint {name!r}: {_first_line(exc)}") from None
+            raise ModelLoadError(f"could not read CLIP checkpoint {name!r}: {first_line(exc)}") from None
         except Exception as exc:
             raise ModelLoadError(
-                f"could not read CLIP checkpoint {name!r} ({type(exc).__name__}: {_first_line(exc)}); "
+                f"could not read CLIP checkpoint {name!r} ({type(exc).__name__}: {first_line(exc)}); "
                 "expected an OpenAI CLIP TorchScript archive or a state_dict saved with torch.save"
             ) from None
     logger.info("loaded CLIP %s on %s", name, device)
     backbone = infer_backbone(getattr(model, "visual", None)) or (Path(name).name if os.path.exists(name) else name)
     return text_model_from_clip(model.eval(), backbone)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__

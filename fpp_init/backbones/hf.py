@@ -20,8 +20,8 @@ from .. import constants as const
 from .._deps import require
 from ..errors import ClassNameError, ModelLoadError
 from ..towers import CausalTextTower, hf_spec, hf_text_transformer
-from ._base import TextModel, Tokenizer
-from .clip import ClipTokenizer, _first_line
+from ._base import TextModel, Tokenizer, first_line
+from .clip import ClipTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def import_transformers() -> Any:
     except (ImportError, RuntimeError, AttributeError) as exc:
         raise ModelLoadError(
             f"transformers {transformers.__version__} cannot import its CLIP classes with torch {torch.__version__} "
-            f"({_first_line(exc)}); with torch < 2.1 install 'transformers<4.50'"
+            f"({first_line(exc)}); with torch < 2.1 install 'transformers<4.50'"
         ) from None
     return transformers
 
@@ -137,7 +137,6 @@ def text_model_from_hf(model: nn.Module, tokenizer: Any = None, backbone: str | 
         tower=CausalTextTower(spec),
         tokenizer=tok,
         token_embedding=text.embeddings.token_embedding.weight,
-        pool="eot",
         family="transformers",
         backbone=backbone,
     )
@@ -183,7 +182,7 @@ def load_hf(ref: str, device: torch.device) -> TextModel:
             raise
         except Exception as exc:  # OSError, HFValidationError, ValueError, EnvironmentError, ...
             raise ModelLoadError(
-                f"could not load the transformers CLIP model {where} ({type(exc).__name__}: {_first_line(exc)}); {hint}"
+                f"could not load the transformers CLIP model {where} ({type(exc).__name__}: {first_line(exc)}); {hint}"
             ) from None
     model = model.to(device)
     if device.type == "cpu" and model.dtype in (torch.float16, torch.bfloat16):

@@ -22,8 +22,7 @@ from .. import constants as const
 from .._deps import require
 from ..errors import ModelLoadError
 from ..towers import CausalTextTower, TowerSpec, openai_spec
-from ._base import TextModel, Tokenizer
-from .clip import _first_line
+from ._base import TextModel, Tokenizer, first_line
 from .hf import CLIP_VOCAB_SIZE, TransformersTokenizer
 
 logger = logging.getLogger(__name__)
@@ -214,7 +213,6 @@ def _text_model(
         tower=CausalTextTower(spec),
         tokenizer=tok,
         token_embedding=parts.token_embedding.weight,
-        pool="eot",
         family="open_clip",
         backbone=backbone,
     )
@@ -285,7 +283,7 @@ def load_open_clip(ref: str, device: torch.device) -> TextModel:
             )
         except Exception as exc:  # RuntimeError, OSError, HTTP and Hub errors, unpickling errors, ...
             raise ModelLoadError(
-                f"could not load OpenCLIP {ref!r} ({type(exc).__name__}: {_first_line(exc)}). Offline? Download it on a "
+                f"could not load OpenCLIP {ref!r} ({type(exc).__name__}: {first_line(exc)}). Offline? Download it on a "
                 "connected machine into the OpenCLIP / Hugging Face cache (HF_HUB_OFFLINE=1 then uses it), or pass a "
                 f"checkpoint file: '{const.OPEN_CLIP_PREFIX}ARCH/PATH'"
             ) from None
@@ -297,7 +295,7 @@ def load_open_clip(ref: str, device: torch.device) -> TextModel:
         tokenizer = open_clip.get_tokenizer(name)
     except Exception as exc:
         raise ModelLoadError(
-            f"could not load the tokenizer of OpenCLIP {ref!r} ({type(exc).__name__}: {_first_line(exc)})"
+            f"could not load the tokenizer of OpenCLIP {ref!r} ({type(exc).__name__}: {first_line(exc)})"
         ) from None
     logger.info("loaded OpenCLIP %s on %s", ref, device)
     return _text_model(open_clip, model, parts, spec, tokenizer, backbone, what)

@@ -61,7 +61,9 @@ def _mlp(blk: BlockSpec, x: torch.Tensor, inplace: bool) -> torch.Tensor:
         else:
             out = torch.addmm(blk.fc2_bias, flat, blk.fc2_weight.t(), alpha=1.0 / _QUICK)
         return out.view(*hidden.shape[:-1], blk.fc2_weight.shape[0])
-    hidden = F.gelu(_linear(x, blk.fc1_weight, blk.fc1_bias), approximate="tanh" if blk.activation == "gelu_tanh" else "none")
+    hidden = F.gelu(
+        _linear(x, blk.fc1_weight, blk.fc1_bias), approximate="tanh" if blk.activation == "gelu_tanh" else "none"
+    )
     return _linear(hidden, blk.fc2_weight, blk.fc2_bias)
 
 
