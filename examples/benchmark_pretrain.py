@@ -45,6 +45,7 @@ Examples::
     python examples/benchmark_pretrain.py --cases dtd --steps 3 --threads 1
     python examples/benchmark_pretrain.py --cases dtd --steps 3 --libraries open_clip,transformers
     python examples/benchmark_pretrain.py --cases imagenet --steps 1 --libraries clip
+    python examples/benchmark_pretrain.py --cases dtd --steps 3 --libraries clip --threads auto --contend 1
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ from pathlib import Path
 import torch
 
 from fpp_init import FPPConfig
+from fpp_init._runtime import cpu_threads
 from fpp_init.algorithm import optimize_flat_prompt
 from fpp_init.backbones import build_class_prompts, text_model
 from fpp_init.backbones.clip import ClipTokenizer, import_clip
@@ -330,8 +332,8 @@ class StepClock:
 # -- child ---------------------------------------------------------------------------------
 def child(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads not in ("0", "auto"):
+        torch.set_num_threads(int(args.threads))
     names, _ = class_names(args.cases, args.limit, args.subset)
     model = build_model(args.library, device)
     emb, eot, n_ctx = embed(args.library, model, names)
@@ -360,15 +362,19 @@ def child(args: argparse.Namespace) -> None:
 
             def run(steps: int) -> tuple[object, StepClock]:
                 clock = StepClock(device)
-                res = optimize_flat_prompt(
-                    tower,
-                    prompts,
-                    predefined,
-                    pcfg.replace(steps=steps),
-                    device=device,
-                    progress=False,
-                    checkpoint=clock,
-                )
+                # --threads auto: the package's own choice, as pretrain_flat_prompt makes it
+                threads = None if args.threads == "auto" else torch.get_num_threads()
+                with cpu_threads(threads, device):
+                    res = optimize_flat_prompt(
+                        tower,
+                        prompts,
+                        predefined,
+                        pcfg.replace(steps=steps),
+                        device=device,
+                        progress=False,
+                        checkpoint=clock,
+                    )
+                    out["threads"] = torch.get_num_threads()
                 return res, clock
 
             run(1)  # warm-up: target features and one step
@@ -385,7 +391,7 @@ def child(args: argparse.Namespace) -> None:
         out = {"failed": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}", "peak_bytes": mem.peak()}
     out["eot"] = eot.tolist()
     out["n_ctx"] = n_ctx
-    out["threads"] = torch.get_num_threads()
+    out.setdefault("threads", torch.get_num_threads())
     Path(args.out).write_text(json.dumps(out))
 
 
@@ -418,7 +424,15 @@ def run_child(kind: str, library: str, case: str, args: argparse.Namespace, subs
             if cap:
                 resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
 
-        proc = subprocess.run(cmd, preexec_fn=limit, capture_output=True, text=True)
+        burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.contend)]
+        try:
+            if burners:
+                time.sleep(2.0)  # the other work is running before ours starts
+            proc = subprocess.run(cmd, preexec_fn=limit, capture_output=True, text=True)
+        finally:
+            for b in burners:
+                b.kill()
+                b.wait()
         if not out.exists():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
             return {"failed": f"exit {proc.returncode}: {' | '.join(tail)[:300]}"}
@@ -442,12 +456,14 @@ def compare(case: str, library: str, args: argparse.Namespace) -> dict:
     sub = sub if 0 < sub < c else 0
     gib = 2**30
     line: dict[str, object] = {"case": case, "library": library, "classes": c, "names": source, "device": args.device}
+    line["busy_cores_beside"] = args.contend
     if args.option:
         line["package_options"] = args.option
     line["steps"] = args.steps_for[case]
     ref = run_child("reference", library, case, args, sub) if not args.skip_reference else {"failed": "skipped"}
     pkg = run_child("package", library, case, args)
     line["threads"] = pkg.get("threads")
+    line["reference_threads"] = ref.get("threads")
     if "failed" in pkg:
         line["package_failed"] = pkg["failed"]
         return line
@@ -502,7 +518,19 @@ def main() -> None:
     )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads in each child (0: torch's default)")
+    ap.add_argument(
+        "--threads",
+        default="0",
+        help="torch threads in each child: N, 0 (torch's default), or auto (the package's own choice, which "
+        "counts the idle CPUs; the reference then keeps torch's default)",
+    )
+    ap.add_argument(
+        "--contend",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N background processes that each keep one core busy while each implementation runs",
+    )
     ap.add_argument("--limit", type=int, default=0, help="use only the first N class names")
     ap.add_argument(
         "--ref-classes",
@@ -531,8 +559,8 @@ def main() -> None:
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     args.steps_for = _per_case(args.steps, cases, 1)
     args.ref_classes_for = _per_case(args.ref_classes, cases, 0)
-    if args.device == "cpu" and not args.threads:
-        args.threads = torch.get_num_threads()
+    if args.device == "cpu" and args.threads == "0":
+        args.threads = str(torch.get_num_threads())
     libraries = [name.strip() for name in args.libraries.split(",") if name.strip()]
     unknown = sorted(set(libraries) - set(LIBRARIES))
     if unknown:

@@ -15,10 +15,17 @@ from .prompts import EmbeddedPrompts, plan_chunks
 __all__ = ["ClassFeatures", "normalize"]
 
 #: Cost of one more chunk, in sequence rows (its prefix pass and per-call overhead); used only to
-#: decide how classes of different prompt lengths are grouped. Measured on CPU; on accelerators a
-#: row costs far less than a kernel launch (not measured).
-_CHUNK_OVERHEAD = {"cpu": 16}
+#: decide how classes of different prompt lengths are grouped. Measured on CPU with one thread; each
+#: kernel of a chunk is a parallel region per thread, so on the CPU the cost is counted per thread.
+#: On accelerators a row costs far less than a kernel launch (not measured).
+_CHUNK_OVERHEAD_PER_THREAD = 16
 _CHUNK_OVERHEAD_OTHER = 512
+
+
+def chunk_overhead(device: torch.device) -> int:
+    if device.type == "cpu":
+        return _CHUNK_OVERHEAD_PER_THREAD * torch.get_num_threads()
+    return _CHUNK_OVERHEAD_OTHER
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
@@ -47,7 +54,7 @@ class ClassFeatures:
         self.ctx_start = prompts.ctx_start
         self.head_length = self.ctx_start + n_ctx  # rows before the class: prefix + ctx
         self.share = share_prefix and tower.supports_shared_prefix and prompts.shares_prefix()
-        overhead = _CHUNK_OVERHEAD.get(device.type, _CHUNK_OVERHEAD_OTHER) + self.head_length
+        overhead = chunk_overhead(device) + self.head_length
         rows = prompts.eot.cpu() + 1 - self.head_length
         self.class_index = plan_chunks(rows, chunk_classes, overhead)
         self.chunks = [prompts.select(idx, n_ctx, device) for idx in self.class_index]

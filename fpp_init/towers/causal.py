@@ -96,25 +96,31 @@ def _prefix_attention(
 
     ``query`` ``[G, C, M, H, hd]`` (``M`` query rows per prompt), ``own_key``/``own_value``
     ``[G, C, R, H, hd]``, ``prefix_key``/``prefix_value`` ``[G, P, H, hd]`` (shared by the ``C``
-    prompts of a group, never copied per prompt), ``hidden`` ``[C or 1, M, R]`` (True: an own key
-    after the query). Every query sees the whole prefix; one softmax over prefix and own keys.
-    Returns ``[G, C, M, H * hd]``.
+    prompts of a group), ``hidden`` ``[C or 1, M, R]`` (True: an own key after the query). Every
+    query sees the whole prefix. The prefix keys/values (a few rows: SOS + ctx) are placed before
+    each prompt's own, and one fused attention call does the rest: few kernels, which matters on a
+    busy CPU where every kernel waits for all threads. Returns ``[G, C, M, H * hd]``.
     """
     groups, classes, rows, heads, head_dim = query.shape
-    prefix_len = prefix_key.shape[1]
-    query = query * (head_dim**-0.5)
-    # prefix scores: all C*M queries of a group in one matmul against the group's prefix keys
-    query_by_group = query.permute(0, 3, 1, 2, 4).reshape(groups, heads, classes * rows, head_dim)
-    prefix_scores = torch.matmul(query_by_group, prefix_key.permute(0, 2, 3, 1))
-    prefix_scores = prefix_scores.view(groups, heads, classes, rows, prefix_len).permute(0, 2, 1, 3, 4)
-    own_scores = torch.matmul(query.permute(0, 1, 3, 2, 4), own_key.permute(0, 1, 3, 4, 2))  # [G, C, H, M, R]
-    own_scores = own_scores.masked_fill(hidden[:, None], float("-inf"))
-    weights = torch.cat([prefix_scores, own_scores], dim=-1).softmax(-1)
-    prefix_weights = weights[..., :prefix_len].permute(0, 2, 1, 3, 4).reshape(groups, heads, classes * rows, prefix_len)
-    out = torch.matmul(weights[..., prefix_len:], own_value.permute(0, 1, 3, 2, 4))  # [G, C, H, M, hd]
-    from_prefix = torch.matmul(prefix_weights, prefix_value.permute(0, 2, 1, 3))
-    out = out + from_prefix.view(groups, heads, classes, rows, head_dim).permute(0, 2, 1, 3, 4)
-    return out.permute(0, 1, 3, 2, 4).reshape(groups, classes, rows, heads * head_dim)
+    prefix_len, own_len = prefix_key.shape[1], own_key.shape[2]
+
+    def heads_first(prefix: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+        whole = torch.cat([prefix[:, None].expand(-1, classes, -1, -1, -1), own], dim=2)  # [G, C, P+R, H, hd]
+        return whole.transpose(2, 3).reshape(groups * classes, heads, prefix_len + own_len, head_dim)
+
+    key, value = heads_first(prefix_key, own_key), heads_first(prefix_value, own_value)
+    q = query.transpose(2, 3).reshape(groups * classes, heads, rows, head_dim)
+    visible = torch.cat([hidden.new_ones(*hidden.shape[:-1], prefix_len), ~hidden], dim=-1)  # [C or 1, M, P+R]
+    if visible.shape[0] == 1:  # the same mask for every prompt: broadcast
+        mask = visible.view(1, 1, rows, prefix_len + own_len)
+    else:
+        mask = visible[None].expand(groups, -1, -1, -1).reshape(groups * classes, 1, rows, prefix_len + own_len)
+    out = F.scaled_dot_product_attention(q, key, value, attn_mask=mask)  # [G*C, H, M, hd]
+    return (
+        out.view(groups, classes, heads, rows, head_dim)
+        .transpose(2, 3)
+        .reshape(groups, classes, rows, heads * head_dim)
+    )
 
 
 class CausalTextTower:
