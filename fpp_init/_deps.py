@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib
 import json
 from functools import cache
+from importlib import metadata
 from types import ModuleType
+from urllib.parse import unquote, urlparse
 
 from .errors import MissingDependencyError, PlotDependencyError
 
@@ -19,8 +21,6 @@ __all__ = ["install_command", "require"]
 @cache
 def _install_source() -> tuple[str, bool] | None:
     """``(folder, editable)`` when fpp-init was installed from a local folder, else ``None``."""
-    from importlib import metadata
-
     # (an in-tree egg-info of a source checkout may come first on sys.path: look at every copy)
     texts = [d.read_text("direct_url.json") for d in metadata.distributions(name="fpp-init")]
     text = next((t for t in texts if t), None)
@@ -33,8 +33,6 @@ def _install_source() -> tuple[str, bool] | None:
     url = info.get("url", "")
     if not url.startswith("file://"):
         return None
-    from urllib.parse import unquote, urlparse
-
     return unquote(urlparse(url).path), bool(info.get("dir_info", {}).get("editable"))
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load as st_load
 
 from .. import constants as const
 from .._io import read_regular_file
@@ -90,8 +91,6 @@ def _format_version(meta: dict[str, Any], where: str) -> None:
 
 
 def _parse_safetensors(data: bytes, where: str) -> tuple[FPPPrompt, str, dict[str, str]]:
-    from safetensors.torch import load as st_load
-
     header = _header(data, where)
     try:
         tensors = st_load(data)

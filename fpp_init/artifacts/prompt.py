@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save
 
 from .. import constants as const
 from .._io import atomic_write_bytes
@@ -226,8 +227,6 @@ def canonical_safetensors(data: bytes) -> bytes:
 
 def prompt_bytes(prompt: FPPPrompt, extra_metadata: dict[str, str] | None = None) -> bytes:
     """The bytes of a prompt file: ``ctx`` as CPU fp32, string metadata; the same prompt gives the same bytes."""
-    from safetensors.torch import save
-
     ctx = check_ctx(prompt.ctx, "the prompt's ctx").to(device="cpu", dtype=torch.float32).contiguous()
     return canonical_safetensors(save({const.CTX_KEY: ctx}, metadata={**prompt.metadata(), **(extra_metadata or {})}))
 

@@ -23,6 +23,8 @@ from .._validate import check_device, default_device
 from ..errors import ConfigError, ModelLoadError
 from ._base import TextModel, Tokenizer
 from .clip import is_clip_model, load_clip, text_model_from_clip
+from .hf import load_hf, text_model_from_hf
+from .open_clip import load_open_clip, text_model_from_open_clip
 from .prompts import ClassPrompts, build_class_prompts
 
 __all__ = ["TextModel", "Tokenizer", "ClassPrompts", "text_model", "build_class_prompts"]
@@ -35,12 +37,8 @@ def _library(model: object) -> str:
 def _from_object(model: Any) -> TextModel:
     lib = _library(model)
     if lib == "open_clip":
-        from .open_clip import text_model_from_open_clip
-
         return text_model_from_open_clip(model)
     if lib == "transformers":
-        from .hf import text_model_from_hf
-
         return text_model_from_hf(model)
     if is_clip_model(model):
         return text_model_from_clip(model)
@@ -57,12 +55,8 @@ def _from_object(model: Any) -> TextModel:
 
 def _from_reference(ref: str, device: torch.device) -> TextModel:
     if ref.startswith(const.OPEN_CLIP_PREFIX):
-        from .open_clip import load_open_clip
-
         return load_open_clip(ref[len(const.OPEN_CLIP_PREFIX) :], device)
     if ref.startswith(const.HF_PREFIX) or (Path(ref).is_dir() and (Path(ref) / "config.json").is_file()):
-        from .hf import load_hf
-
         return load_hf(ref[len(const.HF_PREFIX) :] if ref.startswith(const.HF_PREFIX) else ref, device)
     return load_clip(ref, device)
 

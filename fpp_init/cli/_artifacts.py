@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from .._io import check_writable_dir, check_writable_file
+from ..errors import ConfigError
 
 
 def _add_source_options(p: argparse.ArgumentParser, *, revision: bool = True) -> None:
@@ -94,8 +95,6 @@ def _read(args: argparse.Namespace, source: str) -> Any:
 
 
 def _one_source(args: argparse.Namespace, what: str) -> str:
-    from ..errors import ConfigError
-
     if len(args.sources) != 1:
         raise ConfigError(f"{what} takes exactly one SOURCE, got {len(args.sources)}")
     return str(args.sources[0])

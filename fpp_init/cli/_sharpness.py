@@ -10,6 +10,7 @@ from typing import Any
 
 from .. import constants as const
 from .._io import check_writable_file
+from ..errors import ClassNameError, ConfigError
 from ._common import add_model_options, model_reference, read_classnames
 
 
@@ -59,8 +60,6 @@ def register(sub: Any) -> None:
 
 
 def _factors(text: str) -> list[float]:
-    from ..errors import ConfigError
-
     try:
         return [float(x) for x in text.split(",") if x.strip()]
     except ValueError as exc:
@@ -86,8 +85,6 @@ def format_table(results: list[Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import ClassNameError
-
     if args.plot:
         from ..plotting import require_matplotlib
 
