@@ -69,6 +69,7 @@ def _launch(world: int, tmp_path: Path, per_rank: list[dict[str, object]]) -> li
         (3, {"chunk_classes": 1}),
         (2, {"share_prefix": False}),
         (3, {"class_agnostic": True, "num_classes": 8}),
+        (2, {"autocast": "bf16"}),
     ],
 )
 def test_sharded_equals_single_process(tiny_ckpt: Path, tmp_path: Path, world: int, options: dict[str, object]) -> None:
@@ -84,8 +85,10 @@ def test_sharded_equals_single_process(tiny_ckpt: Path, tmp_path: Path, world: i
         assert torch.equal(g["ctx"], got[0]["ctx"])  # every rank took the same steps
         assert g["loss"] == got[0]["loss"]
     rel = float((got[0]["ctx"] - single.ctx).norm() / single.ctx.norm())
-    assert rel <= 1e-6, rel
-    assert got[0]["loss"] == pytest.approx(single.history["loss"], rel=1e-6, abs=1e-6)
+    # fp32: the sum over ranks only reorders float additions; bf16 autocast rounds per matmul shape
+    assert rel <= (1e-2 if kw.get("autocast") == "bf16" else 1e-6), rel
+    tol = 1e-2 if kw.get("autocast") == "bf16" else 1e-6
+    assert got[0]["loss"] == pytest.approx(single.history["loss"], rel=tol, abs=tol)
 
 
 def test_ranks_with_different_inputs_stop_with_one_line(tiny_ckpt: Path, tmp_path: Path) -> None:

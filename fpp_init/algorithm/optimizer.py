@@ -313,7 +313,7 @@ def optimize_flat_prompt(
             if progress and (step % shown_every == 0 or done == config.steps):
                 a, cos = totals[0].item(), 1 - totals[1].item()
                 lam = run.flat_weight
-                bar.set_postfix(align=f"{a:.4f}", flat=f"{-lam * cos:.4f}", loss=f"{a - lam * cos:.4f}")
+                bar.set_postfix(align=f"{a:.4f}", flat=f"{-lam * cos:.4f}", loss=f"{a - lam * cos:.4f}", refresh=False)
     except (KeyboardInterrupt, SystemExit):
         # outside opt.step() a step is either complete (recorded) or has left no trace in ctx,
         # optimiser and scheduler: snapshot() then describes exactly the completed steps
