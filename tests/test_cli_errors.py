@@ -23,6 +23,10 @@ def _one_error(capsys: pytest.CaptureFixture[str], command: str) -> str:
     return err
 
 
+def _pretrain_args(weights: Path, names: Path, out: Path) -> list[str]:
+    return ["pretrain", "--weights", str(weights), "--classnames", str(names), "--out", str(out)]
+
+
 @pytest.fixture
 def names(tmp_path: Path) -> Path:
     path = tmp_path / "names.txt"
@@ -86,15 +90,7 @@ def test_classnames_file_errors(tmp_path: Path, tiny_ckpt: Path, capsys: pytest.
 
 
 def test_config_file(tmp_path: Path, tiny_ckpt: Path, names: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    base = [
-        "pretrain",
-        "--weights",
-        str(tiny_ckpt),
-        "--classnames",
-        str(names),
-        "--out",
-        str(tmp_path / "o.safetensors"),
-    ]
+    base = _pretrain_args(tiny_ckpt, names, tmp_path / "o.safetensors")
     bad = tmp_path / "bad.toml"
     bad.write_text("steps = [\n")
     assert main([*base, "--config", str(bad)]) == 2
@@ -154,15 +150,7 @@ def test_internal_error_asks_for_a_report(
         raise RuntimeError("something the package did wrong")
 
     monkeypatch.setattr(pretrain_module, "optimize_flat_prompt", bug)
-    args = [
-        "pretrain",
-        "--weights",
-        str(tiny_ckpt),
-        "--classnames",
-        str(names),
-        "--out",
-        str(tmp_path / "o.safetensors"),
-    ]
+    args = _pretrain_args(tiny_ckpt, names, tmp_path / "o.safetensors")
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "internal error: RuntimeError: something the package did wrong. Please report it" in err

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -75,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FPPError as exc:
         print(f"{prog}: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`fpp-init inspect F | head`): stop quietly, like other tools
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except OSError as exc:
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         print(f"{prog}: error: {_one_line(exc.strerror or str(exc))}{where}", file=sys.stderr)
