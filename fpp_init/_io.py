@@ -16,16 +16,19 @@ import os
 import secrets
 import shutil
 import stat
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from . import constants as const
-from .errors import ClassNameError, FPPError, OutputError, PromptFileError
+from .errors import ClassNameError, ConfigError, FPPError, OutputError, PromptFileError
 
 __all__ = [
     "default_cache_dir",
     "read_regular_file",
     "read_classnames",
+    "read_toml",
     "check_writable_file",
     "check_writable_dir",
     "atomic_write_bytes",
@@ -35,6 +38,7 @@ __all__ = [
 
 _TMP_SUFFIX = ".tmp"
 _MAX_CLASSNAME_FILE = 64 * 2**20
+_MAX_TOML_FILE = 16 * 2**20
 _STALE_SECONDS = 24 * 3600
 
 
@@ -135,6 +139,21 @@ def read_classnames(path: str | os.PathLike[str]) -> list[str]:
             raise ClassNameError(f"{os.fspath(path)!r} must hold a JSON list of strings")
         return names
     return [line.strip() for line in text.lstrip("\ufeff").splitlines() if line.strip()]
+
+
+def read_toml(path: str | os.PathLike[str], what: str, param: str) -> dict[str, Any]:
+    """A TOML file (at most 16 MiB) as a dict; :class:`ConfigError` naming ``param`` if it is not valid TOML."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    data = read_regular_file(path, limit=_MAX_TOML_FILE, what=what, error=ConfigError)
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(
+            f"{what} {os.fspath(path)!r} is not valid TOML: {' '.join(str(exc).split())}", param=param
+        ) from None
 
 
 # -- checking outputs before work -----------------------------------------------------------------

@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,7 @@ from typing import Any
 import torch
 
 from .. import constants as const
-from .._io import atomic_write_bytes, check_writable_dir, read_classnames, read_regular_file
+from .._io import atomic_write_bytes, check_writable_dir, read_classnames, read_toml
 from .._validate import check_classnames, check_int, check_str
 from ..artifacts import FPPPrompt, read_prompt_file
 from ..artifacts.card import file_record, model_card
@@ -50,8 +49,6 @@ from .pretrain import pretrain_flat_prompt
 logger = logging.getLogger(__name__)
 
 __all__ = ["ZooJob", "load_zoo_spec", "build_zoo"]
-
-_MAX_SPEC_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -73,20 +70,6 @@ class ZooJob:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
-
-
-def _toml(path: Path) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
-    data = read_regular_file(path, limit=_MAX_SPEC_BYTES, what="zoo spec", error=ConfigError)
-    try:
-        return tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(
-            f"zoo spec {str(path)!r} is not valid TOML: {' '.join(str(exc).split())}", param="spec"
-        ) from None
 
 
 def _list(spec: Mapping[str, Any], key: str, default: list[Any] | None = None) -> list[Any]:
@@ -132,7 +115,7 @@ def load_zoo_spec(spec: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[lis
         data, root = dict(spec), Path.cwd()
     else:
         path = Path(spec)
-        data, root = _toml(path), path.resolve().parent
+        data, root = read_toml(path, "zoo spec", "spec"), path.resolve().parent
     known = {"backbones", "classes", "seeds", "templates", "config", "num_classes", "shard_above", "checkpoint_every"}
     unknown = sorted(set(data) - known)
     if unknown:

@@ -8,12 +8,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from typing import Any
 
 from .. import constants as const
-from .._io import read_classnames, read_regular_file
+from .._io import read_classnames, read_toml
 from ..config import FPPConfig
-from ..errors import ConfigError
 
 __all__ = [
     "read_classnames",
@@ -25,7 +23,6 @@ __all__ = [
     "say",
 ]
 
-_MAX_CONFIG_FILE = 16 * 2**20
 
 # help per FPPConfig field (defaults are filled in from the dataclass)
 _CONFIG_HELP = {
@@ -95,24 +92,12 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
             g.add_argument(flag(f.name), type=kind, default=None, metavar="N" if kind is int else "X", help=text)
 
 
-def _load_toml(path: str) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
-    data = read_regular_file(path, limit=_MAX_CONFIG_FILE, what="config file", error=ConfigError)
-    try:
-        table = tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(
-            f"config file {path!r} is not valid TOML: {' '.join(str(exc).split())}", param="config"
-        ) from None
-    return table.get("fpp", table) if isinstance(table.get("fpp"), dict) else table
-
-
 def config_from_args(args: argparse.Namespace) -> FPPConfig:
     """``--config`` file fields, then every flag that was given."""
-    base = FPPConfig.from_dict(_load_toml(args.config), strict=True) if args.config else FPPConfig()
+    base = FPPConfig()
+    if args.config:
+        table = read_toml(args.config, "config file", "config")
+        base = FPPConfig.from_dict(table["fpp"] if isinstance(table.get("fpp"), dict) else table, strict=True)
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(FPPConfig) if getattr(args, f.name) is not None}
     return base.replace(**given)
 
