@@ -199,6 +199,14 @@ def test_nan_weights_stop_before_any_step(tiny_clip: torch.nn.Module, untouched:
         run(broken, steps=5)
 
 
+def test_sharpness_of_a_model_with_nan_weights(tiny_clip: torch.nn.Module) -> None:
+    broken = copy.deepcopy(tiny_clip)
+    with torch.no_grad():
+        broken.ln_final.bias[0] = float("inf")
+    with pytest.raises(NonFiniteError, match="NaN/Inf features"):
+        fpp_init.sharpness(broken, "a photo of a", NAMES, progress=False)
+
+
 def test_diverging_learning_rate_names_the_step(tiny_clip: torch.nn.Module, untouched: Path) -> None:
     with pytest.raises(NonFiniteError, match=r"diverged: .* at step \d+ of 30 \(lr=1e\+20\); lower lr"):
         run(tiny_clip, steps=30, lr=1e20, min_lr=0.0)

@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import FPPConfig, SharpnessConfig
-from ..errors import ConfigError, PromptShapeError
+from ..errors import ConfigError, NonFiniteError, PromptShapeError
 from ..towers import TextTower
 from .features import ClassFeatures
 from .noise import draw_noise
@@ -217,6 +217,11 @@ def measure_sharpness(
     with torch.no_grad():
         clean = feats.all_classes(x[None])[0]
         target = feats.all_classes(predefined_ctx.detach().float().to(device)[None])[0]
+        if not (bool(torch.isfinite(clean).all()) and bool(torch.isfinite(target).all())):
+            raise NonFiniteError(
+                "the text tower produces NaN/Inf features: the model's weights (or the prompt embeddings) contain "
+                "NaN/Inf; check the checkpoint"
+            )
         align = float(((clean - target) ** 2).sum(-1).mean())
         drop, spread = _drops(feats, x, clean, base, options.factors, bar)
         land = None
