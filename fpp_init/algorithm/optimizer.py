@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -31,7 +32,7 @@ from tqdm.auto import tqdm
 
 from .. import constants as const
 from ..config import FPPConfig
-from ..errors import NonFiniteError, PromptShapeError
+from ..errors import FPPWarning, NonFiniteError, PromptShapeError
 from ..towers import TextTower
 from .features import ClassFeatures
 from .noise import draw_noise
@@ -320,8 +321,10 @@ def optimize_flat_prompt(
         if checkpoint is not None and len(run.records) > first and not run.stepping:
             run.check_finite(checked)
             checkpoint.save(run.snapshot())
-            logger.warning(
-                "interrupted after step %d; checkpoint written: run the same command again to resume", len(run.records)
+            warnings.warn(  # the user acts on it: run again to resume
+                f"interrupted after step {len(run.records)}; checkpoint written: run the same call again to resume",
+                FPPWarning,
+                stacklevel=2,
             )
         raise
     finally:
