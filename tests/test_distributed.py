@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,26 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _wait_all(procs: list[subprocess.Popen[str]], timeout: float = 600) -> list[subprocess.CompletedProcess[str]]:
+    """Wait for every rank; as soon as one fails, stop the others (they would wait for it forever)."""
+    deadline = time.monotonic() + timeout
+    while any(p.poll() is None for p in procs):
+        failed = any(p.poll() not in (None, 0) for p in procs)
+        if failed or time.monotonic() > deadline:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+            break
+        time.sleep(0.1)
+    return [subprocess.CompletedProcess(p.args, p.wait(), *p.communicate()) for p in procs]
+
+
+def _rank_env(rank: int, world: int, port: int) -> dict[str, str]:
+    env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world)}
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    return env
+
+
 def _launch(world: int, tmp_path: Path, per_rank: list[dict[str, object]]) -> list[subprocess.CompletedProcess[str]]:
     """``world`` ranks as torchrun starts them (environment variables), each with its own arguments."""
     import json
@@ -43,23 +64,17 @@ def _launch(world: int, tmp_path: Path, per_rank: list[dict[str, object]]) -> li
     port = _free_port()
     procs = []
     for rank in range(world):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world)}
-        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
         args = {**per_rank[rank], "out": str(tmp_path / f"rank{rank}.pt")}
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-c", WORKER, json.dumps(args)],
-                env=env,
+                env=_rank_env(rank, world, port),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
             )
         )
-    results = []
-    for p in procs:
-        out, err = p.communicate(timeout=600)
-        results.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
-    return results
+    return _wait_all(procs)
 
 
 @pytest.mark.parametrize(
@@ -126,21 +141,15 @@ def test_zoo_jobs_are_dealt_out_to_the_ranks(tmp_path: Path) -> None:
     spec = tmp_path / "zoo.toml"
     spec.write_text('backbones = ["tiny.pt"]\nclasses = ["agnostic", "set.txt"]\nseeds = [0, 1]\n[config]\nsteps = 2\n')
     port = _free_port()
-    procs = []
-    for rank in range(2):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2"}
-        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-c", ZOO_WORKER, str(spec), str(tmp_path / "out")],
-                env=env,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
+    command = [sys.executable, "-c", ZOO_WORKER, str(spec), str(tmp_path / "out")]
+    procs = [
+        subprocess.Popen(
+            command, env=_rank_env(rank, 2, port), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
-    for p in procs:
-        _, err = p.communicate(timeout=600)
-        assert p.returncode == 0, err
+        for rank in range(2)
+    ]
+    for r in _wait_all(procs):
+        assert r.returncode == 0, r.stderr
     built = sorted(p.name for p in (tmp_path / "out").glob("*.safetensors"))
     assert (
         len(built) == 4
