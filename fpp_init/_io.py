@@ -189,6 +189,8 @@ def check_writable_file(path: str | os.PathLike[str], what: str = "output") -> P
     """Raise :class:`OutputError` now, before any work, unless a file can be written at ``path``."""
     try:
         return _check_writable_file(Path(path).expanduser(), os.fspath(path), what)
+    except OutputError:
+        raise
     except OSError as exc:  # e.g. stat of a name longer than the file system allows
         raise OutputError(f"cannot write {what} {os.fspath(path)!r}: {os_reason(exc)}") from None
 
@@ -209,6 +211,8 @@ def check_writable_dir(path: str | os.PathLike[str], what: str = "output folder"
     """Raise :class:`OutputError` unless ``path`` is (or can become) a folder we can write into."""
     try:
         return _check_writable_dir(Path(path).expanduser(), os.fspath(path), what)
+    except OutputError:
+        raise
     except OSError as exc:
         raise OutputError(f"cannot write {what} {os.fspath(path)!r}: {os_reason(exc)}") from None
 

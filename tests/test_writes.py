@@ -54,6 +54,7 @@ def test_pretrain_checks_out_before_any_work(
         err = capsys.readouterr().err
         assert rc == 2, err
         assert err.startswith("fpp-init pretrain: error: cannot write --out") and re.search(message, err)
+        assert err.count("cannot write") == 1, err
         assert err.count("\n") == 1 and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "existing_dir", "names.txt"]
 
@@ -85,6 +86,7 @@ def test_export_and_plot_outputs(tmp_path: Path, tiny_ckpt: Path, capsys: pytest
         assert main(args) == 2
         err = capsys.readouterr().err
         assert what in err and re.search(why, err) and err.count("\n") == 1, err
+        assert err.count("cannot write") == 1, err
     pytest.importorskip("matplotlib")
     args = ["sharpness", "--weights", str(tiny_ckpt), "--classnames", str(tmp_path / "n.txt"), "a photo of a"]
     (tmp_path / "n.txt").write_text("banded\n")
