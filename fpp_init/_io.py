@@ -108,6 +108,8 @@ def read_regular_file(
                 break
             chunks.append(chunk)
             total += len(chunk)
+    except FPPError:
+        raise
     except OSError as exc:
         raise error(f"cannot read {what} {shown!r}: {os_reason(exc)}") from None
     finally:
@@ -292,6 +294,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, what: str = "o
             os.fsync(fh.fileno())
         os.replace(tmp, p)
         tmp = None
+    except FPPError:
+        raise
     except OSError as exc:
         raise OutputError(f"cannot write {what} {shown!r}: {os_reason(exc)}") from None
     finally:

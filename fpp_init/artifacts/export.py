@@ -151,6 +151,8 @@ def _write_folder(root: Path, blobs: dict[str, bytes]) -> list[Path]:
         else:  # an existing (empty, or overwrite=True) folder: each file replaced atomically
             for name in blobs:
                 os.replace(staging / name, root / name)
+    except OutputError:
+        raise
     except OSError as exc:
         raise OutputError(f"cannot write Hub folder {str(root)!r}: {os_reason(exc)}") from None
     finally:
