@@ -114,8 +114,14 @@ class FPPConfig:
         """The fields that determine the result (the cache key's part)."""
         return {k: v for k, v in self.to_dict().items() if k not in EXECUTION_FIELDS}
 
+    def made(self, recorded: Mapping[str, Any]) -> bool:
+        """Whether a prompt whose metadata records ``recorded`` as its configuration is this
+        configuration's result (every field of :meth:`result_dict` but ``flat_weight`` equal)."""
+        want = {k: v for k, v in self.result_dict().items() if k != "flat_weight"}
+        return all(k in recorded and recorded[k] == v for k, v in want.items())
 
-def _check_names(changes: Mapping[str, Any], cls: type | None = None, what: str = "FPP") -> None:  # type: ignore[assignment]
+
+def _check_names(changes: Mapping[str, Any], cls: type | None = None, what: str = "FPP") -> None:
     known = [f.name for f in dataclasses.fields(cls or FPPConfig)]
     unknown = sorted(set(changes) - set(known))
     if unknown:

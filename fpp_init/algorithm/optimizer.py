@@ -309,6 +309,7 @@ def optimize_flat_prompt(
             if done - checked >= const.FINITE_CHECK_EVERY or done == config.steps:
                 run.check_finite(checked)
                 checked = done
+            # the final state too: the caller removes it only once the result is safely handed over
             if checkpoint is not None and (done % checkpoint.every == 0 or done == config.steps):
                 checkpoint.save(run.snapshot())
             if progress and (step % shown_every == 0 or done == config.steps):

@@ -80,9 +80,6 @@ class Group:
         self.dist.broadcast_object_list(box, src=0, device=self.device if self.backend == "nccl" else None)
         return box[0]
 
-    def share_prompt(self, prompt: Any) -> Any:
-        return self.broadcast(prompt)
-
 
 @contextlib.contextmanager
 def session(requested: bool | None, device: torch.device) -> Iterator[Group | None]:

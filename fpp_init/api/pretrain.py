@@ -173,7 +173,7 @@ class _Job:
         cache = PromptCache(self.cache_dir) if self.cache_dir is not None and writer else None
         hit = cache.lookup(self.request) if cache is not None else None
         if group is not None:
-            hit = group.share_prompt(hit)
+            hit = group.broadcast(hit)
         if hit is not None:
             return hit
         ckpt = None

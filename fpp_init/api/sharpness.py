@@ -16,7 +16,7 @@ from .._runtime import frozen
 from .._validate import check_bool, check_classnames, check_ctx, check_device, check_str
 from ..adapters import LiveModel
 from ..algorithm import SharpnessResult, measure_sharpness
-from ..artifacts import FPPPrompt, read_source
+from ..artifacts import FPPPrompt, is_prompt_path, read_source
 from ..backbones import build_class_prompts, text_model
 from ..config import FPPConfig, SharpnessConfig, as_config
 from ..errors import ClassNameError, ConfigError, ContextLengthWarning, PromptMismatchWarning, TemplateError
@@ -35,17 +35,13 @@ def _split_options(config: Any, options: dict[str, Any]) -> tuple[FPPConfig, Sha
     return as_config(config, noise), SharpnessConfig().replace(**measure)
 
 
-def _is_prompt_file(text: str) -> bool:
-    return text.endswith((const.SUFFIX, ".pt", ".pth")) or os.path.isfile(text)
-
-
 def _source(source: Any) -> tuple[str, torch.Tensor | str, FPPPrompt | None]:
     """``(label, ctx tensor or template text, FPPPrompt or None)`` of any accepted source."""
     if isinstance(source, FPPPrompt):
         return ("FPP prompt" if source.template is None else f"FPP ({source.template!r})"), source.ctx, source
     if isinstance(source, torch.Tensor):
         return "ctx tensor", check_ctx(source, "source"), None
-    if isinstance(source, os.PathLike) or (isinstance(source, str) and _is_prompt_file(source)):
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and is_prompt_path(source)):
         loaded = read_source(source).prompt
         return Path(source).stem, loaded.ctx, loaded
     if isinstance(source, str):
@@ -164,7 +160,7 @@ def _live(
             "a live model is measured on its own class set; call its reset_classnames(...) instead of passing classnames",
             param="classnames",
         )
-    if template is not None or (isinstance(source, str) and not _is_prompt_file(source)):
+    if template is not None or (isinstance(source, str) and not is_prompt_path(source)):
         raise ConfigError(
             "templates are not accepted for a live model (its tokenizer is not reachable); pass a ctx "
             "tensor, an FPPPrompt or a prompt file",

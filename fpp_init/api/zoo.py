@@ -156,12 +156,10 @@ def _finished(path: Path, job: ZooJob, config: FPPConfig, num_classes: int) -> F
         prompt = read_prompt_file(path).prompt
     except FPPError:
         return None
-    want = {k: v for k, v in config.replace(seed=job.seed).result_dict().items() if k != "flat_weight"}
-    have = {k: v for k, v in prompt.config.items() if k in want}
     same_classes = prompt.class_agnostic if job.classnames is None else prompt.classnames == list(job.classnames)
     count = num_classes if job.classnames is None else len(job.classnames)
-    ok = same_classes and prompt.num_classes == count and prompt.template == job.template and have == want
-    return prompt if ok else None
+    ok = same_classes and prompt.num_classes == count and prompt.template == job.template
+    return prompt if ok and config.replace(seed=job.seed).made(prompt.config) else None
 
 
 def _run_job(

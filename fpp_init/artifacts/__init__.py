@@ -11,7 +11,7 @@ from .export import build_hub_folder, collect_prompts, export_coop
 from .files import PromptFile, read_prompt_file
 from .hub import HubRef, default_filename, parse_hub_ref
 from .prompt import FPPPrompt, prompt_bytes, save_fpp_prompt
-from .sources import HubOptions, as_prompt, read_source, resolve_path
+from .sources import HubOptions, as_prompt, is_prompt_path, read_source, resolve_path
 
 __all__ = [
     "FPPPrompt",
@@ -23,6 +23,7 @@ __all__ = [
     "resolve_path",
     "read_source",
     "as_prompt",
+    "is_prompt_path",
     "HubRef",
     "parse_hub_ref",
     "default_filename",

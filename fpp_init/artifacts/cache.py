@@ -28,7 +28,7 @@ import torch
 from .. import constants as const
 from .._io import atomic_write_bytes
 from .._version import __version__
-from ..config import EXECUTION_FIELDS, FPPConfig
+from ..config import FPPConfig
 from ..errors import CacheWarning, FPPError
 from .files import read_prompt_file
 from .prompt import FPPPrompt, prompt_bytes
@@ -74,14 +74,12 @@ class CacheRequest:
 
     def matches(self, prompt: FPPPrompt, recorded_key: str | None) -> bool:
         """Whether an entry's own metadata says it is the result of this request."""
-        cfg = {k: v for k, v in prompt.config.items() if k != "flat_weight" and k not in EXECUTION_FIELDS}
-        want = {k: v for k, v in self.config.result_dict().items() if k != "flat_weight"}
         return (
             recorded_key == self.key
             and prompt.fingerprint == self.fingerprint
             and prompt.classnames == self.classnames
             and prompt.num_classes == self.num_classes
-            and cfg == want
+            and self.config.made(prompt.config)
         )
 
 

@@ -280,10 +280,10 @@ def upload_folder(
     revision: str | None,
     commit_message: str,
 ) -> str:
-    """``create_repo(exist_ok=True)`` + ``upload_folder``; the commit URL. Offline fails at once."""
+    """``create_repo(exist_ok=True)`` + ``upload_folder``; the commit URL. The caller checks
+    :func:`require_online` first (before it spends work on the folder)."""
     import huggingface_hub
 
-    require_online(f"upload to {repo_id!r}")
     try:
         with _quiet_hub():
             extra = {} if private is None else {"private": private}

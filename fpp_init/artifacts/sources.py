@@ -15,7 +15,7 @@ from . import hub
 from .files import PromptFile, read_prompt_file
 from .prompt import FPPPrompt
 
-__all__ = ["HubOptions", "resolve_path", "read_source", "as_prompt"]
+__all__ = ["HubOptions", "resolve_path", "read_source", "as_prompt", "is_prompt_path"]
 
 
 class HubOptions:
@@ -77,6 +77,12 @@ def resolve_path(
         hint = f"hf://{text}" if text.count("/") >= 2 else f"load_fpp_prompt({text!r}, 'FILE.safetensors')"
         raise PromptFileError(f"prompt file not found: {text!r}. For a Hugging Face Hub file use {hint}")
     return path
+
+
+def is_prompt_path(text: str) -> bool:
+    """Whether ``text`` names a prompt file (by its suffix, or because the file exists) rather than a
+    template string."""
+    return text.endswith((const.SUFFIX, ".pt", ".pth")) or os.path.isfile(text)
 
 
 def read_source(

@@ -66,10 +66,6 @@ def _factors(text: str) -> list[float]:
         raise ConfigError(f"--factors must be comma-separated numbers, got {text!r}") from exc
 
 
-def _is_file(prompt: str) -> bool:
-    return prompt.endswith((".safetensors", ".pt", ".pth")) or os.path.isfile(prompt)
-
-
 def format_table(results: list[Any]) -> str:
     """Plain-text table: one row per prompt, cosine drop per noise scale and alignment."""
     factors = results[0].factors
@@ -93,12 +89,12 @@ def run(args: argparse.Namespace) -> int:
     factors = _factors(args.factors)
     names = read_classnames(args.classnames) if args.classnames else None
     from ..api import sharpness
-    from ..artifacts import read_source
+    from ..artifacts import is_prompt_path, read_source
     from ..backbones import text_model
 
     items: list[tuple[str, Any]] = []
     for text in args.prompts:
-        if _is_file(text):
+        if is_prompt_path(text):
             items.append((os.path.basename(text).rsplit(".", 1)[0], read_source(text).prompt))
         else:
             items.append((f'"{text}"', text))

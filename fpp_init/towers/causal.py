@@ -14,8 +14,6 @@ without autograd the residual stream and the MLP activation are updated in place
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -23,8 +21,6 @@ from ._base import BlockSpec, LayerNormSpec, TowerSpec
 from .fingerprint import fingerprint_spec
 
 __all__ = ["CausalTextTower"]
-
-_HAS_SDPA = hasattr(F, "scaled_dot_product_attention")
 
 
 def _layer_norm(ln: LayerNormSpec, x: torch.Tensor) -> torch.Tensor:
@@ -67,21 +63,24 @@ def _mlp(blk: BlockSpec, x: torch.Tensor, inplace: bool) -> torch.Tensor:
     return _linear(hidden, blk.fc2_weight, blk.fc2_bias)
 
 
-def _causal_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """Causal self-attention of ``[B, H, N, hd]`` tensors (the fused kernel when torch has it)."""
-    if _HAS_SDPA:
-        return F.scaled_dot_product_attention(query, key, value, is_causal=True)
-    n = query.shape[-2]  # pragma: no cover - torch < 2.0
-    scores = (query @ key.transpose(-2, -1)) / math.sqrt(query.shape[-1])
-    future = torch.ones(n, n, dtype=torch.bool, device=query.device).triu(1)
-    return scores.masked_fill(future, float("-inf")).softmax(-1) @ value
-
-
 def _eos_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
     """One query per sequence: ``query`` ``[B, H, 1, hd]``, ``key``/``value`` ``[B, H, N, hd]``,
     ``hidden`` ``[B, 1, 1, N]`` (True: a key after the EOS)."""
     scores = (query * (query.shape[-1] ** -0.5)) @ key.transpose(-2, -1)
     return scores.masked_fill(hidden, float("-inf")).softmax(-1) @ value
+
+
+def _prefix_mask(hidden: torch.Tensor, prefix_len: int, groups: int) -> torch.Tensor:
+    """The attention mask of :func:`_prefix_attention` (True: visible), built once per call of the tower.
+
+    ``hidden`` ``[C or 1, M, R]`` (True: an own key after the query); every query sees the whole
+    prefix. Returns ``[G * C or 1, 1, M, P + R]``.
+    """
+    rows, own_len = hidden.shape[-2:]
+    visible = torch.cat([hidden.new_ones(*hidden.shape[:-1], prefix_len), ~hidden], dim=-1)  # [C or 1, M, P+R]
+    if visible.shape[0] == 1:  # the same mask for every prompt: broadcast
+        return visible.view(1, 1, rows, prefix_len + own_len)
+    return visible[None].expand(groups, -1, -1, -1).reshape(-1, 1, rows, prefix_len + own_len)
 
 
 def _prefix_attention(
@@ -90,16 +89,16 @@ def _prefix_attention(
     prefix_value: torch.Tensor,
     own_key: torch.Tensor,
     own_value: torch.Tensor,
-    hidden: torch.Tensor,
+    mask: torch.Tensor,
 ) -> torch.Tensor:
     """Attention of the rows after the prefix, for ``G x C`` prompts, over the group's prefix and their own rows.
 
     ``query`` ``[G, C, M, H, hd]`` (``M`` query rows per prompt), ``own_key``/``own_value``
     ``[G, C, R, H, hd]``, ``prefix_key``/``prefix_value`` ``[G, P, H, hd]`` (shared by the ``C``
-    prompts of a group), ``hidden`` ``[C or 1, M, R]`` (True: an own key after the query). Every
-    query sees the whole prefix. The prefix keys/values (a few rows: SOS + ctx) are placed before
-    each prompt's own, and one fused attention call does the rest: few kernels, which matters on a
-    busy CPU where every kernel waits for all threads. Returns ``[G, C, M, H * hd]``.
+    prompts of a group), ``mask`` from :func:`_prefix_mask`. The prefix keys/values (a few rows:
+    SOS + ctx) are placed before each prompt's own, and one fused attention call does the rest:
+    few kernels, which matters on a busy CPU where every kernel waits for all threads.
+    Returns ``[G, C, M, H * hd]``.
     """
     groups, classes, rows, heads, head_dim = query.shape
     prefix_len, own_len = prefix_key.shape[1], own_key.shape[2]
@@ -110,11 +109,6 @@ def _prefix_attention(
 
     key, value = heads_first(prefix_key, own_key), heads_first(prefix_value, own_value)
     q = query.transpose(2, 3).reshape(groups * classes, heads, rows, head_dim)
-    visible = torch.cat([hidden.new_ones(*hidden.shape[:-1], prefix_len), ~hidden], dim=-1)  # [C or 1, M, P+R]
-    if visible.shape[0] == 1:  # the same mask for every prompt: broadcast
-        mask = visible.view(1, 1, rows, prefix_len + own_len)
-    else:
-        mask = visible[None].expand(groups, -1, -1, -1).reshape(groups * classes, 1, rows, prefix_len + own_len)
     out = F.scaled_dot_product_attention(q, key, value, attn_mask=mask)  # [G*C, H, M, hd]
     return (
         out.view(groups, classes, heads, rows, head_dim)
@@ -206,7 +200,8 @@ class CausalTextTower:
             if i < last:
                 qkv = self._split_heads(F.linear(normed, blk.qkv_weight, blk.qkv_bias))  # [B, n, 3, H, hd]
                 query, key, value = (qkv[:, :, j].transpose(1, 2) for j in range(3))
-                attended = _causal_attention(query, key, value).transpose(1, 2).reshape(batch, n, self.width)
+                attended = F.scaled_dot_product_attention(query, key, value, is_causal=True)
+                attended = attended.transpose(1, 2).reshape(batch, n, self.width)
                 x = self._finish(blk, x, attended, inplace)
             else:  # only the EOS rows go on
                 query, key_value = self._eos_query_and_key_values(blk, normed, normed[rows, eot])
@@ -239,6 +234,7 @@ class CausalTextTower:
         x = torch.cat([prefix_rows, rest_rows])
         n_prefix = groups * prefix_len
         future = torch.ones(rest_len, rest_len, dtype=torch.bool, device=device).triu(1)[None]
+        causal_mask = _prefix_mask(future, prefix_len, groups)  # the same in every block but the last
         pick_eos = (slice(None), torch.arange(classes, device=device), eos_row)
         last = len(self.blocks) - 1
         for i, blk in enumerate(self.blocks):
@@ -253,8 +249,10 @@ class CausalTextTower:
                 r_query, r_key, r_value = self._split_heads(
                     qkv[n_prefix:].view(groups, classes, rest_len, 3 * d)
                 ).unbind(3)
-                rest_out = _prefix_attention(r_query, p_key, p_value, r_key, r_value, future)
-                prefix_out = _causal_attention(p_query.transpose(1, 2), p_key.transpose(1, 2), p_value.transpose(1, 2))
+                rest_out = _prefix_attention(r_query, p_key, p_value, r_key, r_value, causal_mask)
+                prefix_out = F.scaled_dot_product_attention(
+                    p_query.transpose(1, 2), p_key.transpose(1, 2), p_value.transpose(1, 2), is_causal=True
+                )
                 attended = torch.cat([prefix_out.transpose(1, 2).reshape(n_prefix, d), rest_out.reshape(-1, d)])
                 x = self._finish(blk, x, attended, inplace)
             else:  # only the EOS rows go on: keys/values for all rows, the rest only at the EOS
@@ -266,7 +264,8 @@ class CausalTextTower:
                 r_value = key_value[n_prefix:, 1].view(groups, classes, rest_len, self.heads, self.head_dim)
                 hidden = (torch.arange(rest_len, device=device) > eos_row[:, None])[:, None]  # [C, 1, R]
                 query = query.view(groups, classes, 1, self.heads, self.head_dim)
-                attended = _prefix_attention(query, p_key, p_value, r_key, r_value, hidden)
+                eos_mask = _prefix_mask(hidden, prefix_len, groups)
+                attended = _prefix_attention(query, p_key, p_value, r_key, r_value, eos_mask)
                 x_eos = x[n_prefix:].view(groups, classes, rest_len, d)[pick_eos]
                 x = self._finish(blk, x_eos, attended.view(groups, classes, d), inplace)
         return self._project(x)
