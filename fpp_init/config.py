@@ -114,10 +114,11 @@ class FPPConfig:
         """The fields that determine the result (the cache key's part)."""
         return {k: v for k, v in self.to_dict().items() if k not in EXECUTION_FIELDS}
 
-    def made(self, recorded: Mapping[str, Any]) -> bool:
-        """Whether a prompt whose metadata records ``recorded`` as its configuration is this
-        configuration's result (every field of :meth:`result_dict` but ``flat_weight`` equal)."""
-        want = {k: v for k, v in self.result_dict().items() if k != "flat_weight"}
+    def made(self, recorded: Mapping[str, Any], num_classes: int) -> bool:
+        """Whether a prompt of ``num_classes`` classes whose metadata records ``recorded`` as its
+        configuration is this configuration's result: every field of :meth:`result_dict` equal,
+        ``flat_weight`` as resolved for ``num_classes`` (prompts record the weight they used)."""
+        want = {**self.result_dict(), "flat_weight": self.resolved_flat_weight(num_classes)}
         return all(k in recorded and recorded[k] == v for k, v in want.items())
 
 

@@ -26,7 +26,7 @@ def make_prompt(n_ctx: int = 4, width: int = 128, seed: int = 0, **kw: object) -
         classnames=None,
         class_agnostic=True,
         num_classes=100,
-        config=FPPConfig(steps=7, seed=seed).to_dict(),
+        config={**FPPConfig(steps=7, seed=seed).to_dict(), "flat_weight": 1 + 15 / 100},  # as pretraining records it
         final_losses={"align": 0.125, "flat": 0.5, "loss": 0.625, "cos": 0.98},
         fingerprint="00ff00ff00ff00ff",
     )

@@ -121,3 +121,19 @@ def test_build_rerun_and_resume(
     monkeypatch.setattr(pretrain_module, "optimize_flat_prompt", _fail)
     assert build_zoo(spec, out, progress=False) == manifest
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_a_changed_flat_weight_rebuilds_the_job(tmp_path: Path) -> None:
+    torch.save(build_tiny_clip(64, layers=1).state_dict(), tmp_path / "tiny.pt")
+    (tmp_path / "set.txt").write_text("banded\nblotchy\n")
+    base = {"backbones": [str(tmp_path / "tiny.pt")], "classes": [str(tmp_path / "set.txt")], "seeds": [0]}
+    out, name = tmp_path / "out", "fpp_tiny_set_seed0.safetensors"
+    build_zoo({**base, "config": {"steps": 2}}, out, progress=False)
+    assert fpp_init.load_fpp_prompt(out / name).config["flat_weight"] == 1 + 15 / 2
+    build_zoo({**base, "config": {"steps": 2, "flat_weight": 1 + 15 / 2}}, out, progress=False)  # the same weight
+    build_zoo({**base, "config": {"steps": 2, "flat_weight": 5.0}}, out, progress=False)
+    rebuilt = fpp_init.load_fpp_prompt(out / name)
+    single = fpp_init.pretrain_flat_prompt(
+        str(tmp_path / "tiny.pt"), ["banded", "blotchy"], steps=2, seed=0, flat_weight=5.0, progress=False
+    )
+    assert rebuilt.config["flat_weight"] == 5.0 and torch.equal(rebuilt.ctx, single.ctx)

@@ -159,7 +159,7 @@ def _finished(path: Path, job: ZooJob, config: FPPConfig, num_classes: int) -> F
     same_classes = prompt.class_agnostic if job.classnames is None else prompt.classnames == list(job.classnames)
     count = num_classes if job.classnames is None else len(job.classnames)
     ok = same_classes and prompt.num_classes == count and prompt.template == job.template
-    return prompt if ok and config.replace(seed=job.seed).made(prompt.config) else None
+    return prompt if ok and config.replace(seed=job.seed).made(prompt.config, count) else None
 
 
 def _run_job(
