@@ -40,14 +40,15 @@ def _free_port() -> int:
 def _wait_all(procs: list[subprocess.Popen[str]], timeout: float = 600) -> list[subprocess.CompletedProcess[str]]:
     """Wait for every rank; as soon as one fails, stop the others (they would wait for it forever)."""
     deadline = time.monotonic() + timeout
-    while any(p.poll() is None for p in procs):
-        failed = any(p.poll() not in (None, 0) for p in procs)
-        if failed or time.monotonic() > deadline:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-            break
-        time.sleep(0.1)
+    try:
+        while any(p.poll() is None for p in procs):
+            if any(p.poll() not in (None, 0) for p in procs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    finally:  # also when the test session itself is interrupted: leave no rank behind
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
     return [subprocess.CompletedProcess(p.args, p.wait(), *p.communicate()) for p in procs]
 
 
