@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import pickle
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +22,11 @@ from ..algorithm import Shard
 from ..errors import DistributedError
 
 __all__ = ["Group", "session", "launched", "local_device"]
+
+# Tensors that collectives on a group we did not create have touched (see Group._hold), kept for
+# the last few sessions so that the caller's own destroy_process_group cannot deadlock on them.
+_KEPT_SESSIONS = 8
+_kept: list[list[torch.Tensor]] = []
 
 
 def launched() -> bool:
@@ -40,21 +46,36 @@ def local_device() -> torch.device | None:
 
 
 class Group:
-    """The ranks of one run and the few collectives it needs."""
+    """The ranks of one run and the few collectives it needs.
+
+    Every tensor handed to a collective stays referenced from Python (:meth:`_hold`) until the
+    process group is destroyed. On older torch (2.0 here; fixed upstream in mid-2025) the gloo destructor joins its worker threads while
+    holding the GIL; a worker that still holds the last reference to a finished collective's
+    tensor needs the GIL to free it, and the two wait for each other forever (pytorch#154976).
+    With Python holding a reference, the worker's release never frees the tensor.
+    """
 
     def __init__(self, dist: Any, device: torch.device) -> None:
         self.dist = dist
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.backend = dist.get_backend()
         self.device = device if self.backend == "nccl" else torch.device("cpu")
+        self.held: list[torch.Tensor] = []
+        self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}
+
+    def _hold(self, t: torch.Tensor) -> torch.Tensor:
+        self.held.append(t)
+        return t
 
     def _reduce(self, t: torch.Tensor) -> None:
-        if t.device == self.device:
-            self.dist.all_reduce(t)
-        else:
-            moved = t.to(self.device)
-            self.dist.all_reduce(moved)
-            t.copy_(moved)
+        """Sum ``t`` over the ranks in place, through one buffer per shape that lives as long as the group."""
+        key = (tuple(t.shape), t.dtype)
+        buf = self._buffers.get(key)
+        if buf is None:
+            buf = self._buffers[key] = self._hold(torch.empty(t.shape, dtype=t.dtype, device=self.device))
+        buf.copy_(t)
+        self.dist.all_reduce(buf)
+        t.copy_(buf)
 
     def shard(self) -> Shard:
         return Shard(self.rank, self.world, self._reduce)
@@ -65,7 +86,7 @@ class Group:
             dtype=torch.int64,
             device=self.device,
         )
-        low, high = digest.clone(), digest.clone()
+        low, high = self._hold(digest.clone()), self._hold(digest.clone())
         self.dist.all_reduce(low, op=self.dist.ReduceOp.MIN)
         self.dist.all_reduce(high, op=self.dist.ReduceOp.MAX)
         if not torch.equal(low, high):
@@ -75,10 +96,15 @@ class Group:
             )
 
     def broadcast(self, obj: Any) -> Any:
-        """``obj`` of rank 0, on every rank."""
-        box = [obj]
-        self.dist.broadcast_object_list(box, src=0, device=self.device if self.backend == "nccl" else None)
-        return box[0]
+        """``obj`` of rank 0 (pickled), on every rank; with ``None`` it serves as a barrier."""
+        data = pickle.dumps(obj) if self.rank == 0 else b""
+        size = self._hold(torch.tensor([len(data)], dtype=torch.int64, device=self.device))
+        self.dist.broadcast(size, src=0)
+        buf = self._hold(torch.empty(int(size.item()), dtype=torch.uint8, device=self.device))
+        if self.rank == 0:
+            buf.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+        self.dist.broadcast(buf, src=0)
+        return obj if self.rank == 0 else pickle.loads(buf.cpu().numpy().tobytes())
 
 
 @contextlib.contextmanager
@@ -118,9 +144,14 @@ def session(requested: bool | None, device: torch.device) -> Iterator[Group | No
                 f"could not join the process group ({backend}): {' '.join(str(exc).split())}"
             ) from None
         created = True
+    group = Group(dist, device)
     try:
-        group = Group(dist, device)
         yield group if (group.world > 1 or requested) else None
     finally:
         if created:
-            dist.destroy_process_group()
+            dist.destroy_process_group()  # joins gloo's workers: only then may the held tensors go
+            _kept.clear()  # those of sessions nested in this one (a zoo's jobs) went with the group
+        else:  # the caller destroys the group later: keep what our collectives touched until then
+            _kept.append(group.held)
+            del _kept[:-_KEPT_SESSIONS]
+        group.held = []
