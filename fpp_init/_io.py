@@ -18,6 +18,7 @@ import shutil
 import stat
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from .errors import ClassNameError, ConfigError, FPPError, OutputError, PromptFi
 
 __all__ = [
     "default_cache_dir",
+    "os_errors",
     "read_regular_file",
     "read_classnames",
     "read_toml",
@@ -67,6 +69,18 @@ def os_reason(exc: OSError) -> str:
     return hints.get(exc.errno or -1) or " ".join((exc.strerror or str(exc)).split())
 
 
+@contextlib.contextmanager
+def os_errors(error: type[FPPError], message: str) -> Iterator[None]:
+    """Turn an ``OSError`` raised inside into ``error("MESSAGE: reason")``. An :class:`FPPError`
+    raised inside passes unchanged (some are ``OSError`` subclasses: they must not be wrapped twice)."""
+    try:
+        yield
+    except FPPError:
+        raise
+    except OSError as exc:
+        raise error(f"{message}: {os_reason(exc)}") from None
+
+
 # -- reading --------------------------------------------------------------------------------------
 def read_regular_file(
     path: str | os.PathLike[str],
@@ -89,29 +103,26 @@ def read_regular_file(
     except OSError as exc:
         raise error(f"cannot read {what} {shown!r}: {os_reason(exc)}") from None
     try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise error(f"{shown!r} is a folder; pass the {what} inside it")
-        if not stat.S_ISREG(mode):
-            kind = (
-                "a FIFO"
-                if stat.S_ISFIFO(mode)
-                else "a device"
-                if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-                else "not a regular file"
-            )
-            raise error(f"{shown!r} is {kind}; only regular files are read as a {what}")
-        chunks, total = [], 0
-        while total <= limit:
-            chunk = os.read(fd, min(1 << 20, limit + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-    except FPPError:
-        raise
-    except OSError as exc:
-        raise error(f"cannot read {what} {shown!r}: {os_reason(exc)}") from None
+        with os_errors(error, f"cannot read {what} {shown!r}"):
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise error(f"{shown!r} is a folder; pass the {what} inside it")
+            if not stat.S_ISREG(mode):
+                kind = (
+                    "a FIFO"
+                    if stat.S_ISFIFO(mode)
+                    else "a device"
+                    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                    else "not a regular file"
+                )
+                raise error(f"{shown!r} is {kind}; only regular files are read as a {what}")
+            chunks, total = [], 0
+            while total <= limit:
+                chunk = os.read(fd, min(1 << 20, limit + 1 - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
     finally:
         os.close(fd)
     if total > limit:
@@ -189,12 +200,10 @@ def _name_max(folder: Path) -> int:
 
 def check_writable_file(path: str | os.PathLike[str], what: str = "output") -> Path:
     """Raise :class:`OutputError` now, before any work, unless a file can be written at ``path``."""
-    try:
-        return _check_writable_file(Path(path).expanduser(), os.fspath(path), what)
-    except OutputError:
-        raise
-    except OSError as exc:  # e.g. stat of a name longer than the file system allows
-        raise OutputError(f"cannot write {what} {os.fspath(path)!r}: {os_reason(exc)}") from None
+    # (OSError: e.g. stat of a name longer than the file system allows)
+    with os_errors(OutputError, f"cannot write {what} {os.fspath(path)!r}"):
+        checked = _check_writable_file(Path(path).expanduser(), os.fspath(path), what)
+    return checked
 
 
 def _check_writable_file(p: Path, shown: str, what: str) -> Path:
@@ -211,12 +220,9 @@ def _check_writable_file(p: Path, shown: str, what: str) -> Path:
 
 def check_writable_dir(path: str | os.PathLike[str], what: str = "output folder") -> Path:
     """Raise :class:`OutputError` unless ``path`` is (or can become) a folder we can write into."""
-    try:
-        return _check_writable_dir(Path(path).expanduser(), os.fspath(path), what)
-    except OutputError:
-        raise
-    except OSError as exc:
-        raise OutputError(f"cannot write {what} {os.fspath(path)!r}: {os_reason(exc)}") from None
+    with os_errors(OutputError, f"cannot write {what} {os.fspath(path)!r}"):
+        checked = _check_writable_dir(Path(path).expanduser(), os.fspath(path), what)
+    return checked
 
 
 def _check_writable_dir(p: Path, shown: str, what: str) -> Path:
@@ -278,26 +284,23 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, what: str = "o
     shown = os.fspath(path)
     tmp = None
     try:
-        if p.is_dir():
-            raise OutputError(f"cannot write {what} {shown!r}: it is an existing folder; give a file name")
-        folder = _existing_ancestor(p.parent)
-        if not folder.is_dir():
-            raise OutputError(f"cannot write {what} {shown!r}: {str(folder)!r} is a file, not a folder")
-        p.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(p.parent, p.name)
-        tmp = p.parent / f".{p.name[:200]}.{os.getpid()}-{secrets.token_hex(4)}{_TMP_SUFFIX}"
-        # the kernel applies the umask to 0o666, as for any newly created file
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-        tmp = None
-    except FPPError:
-        raise
-    except OSError as exc:
-        raise OutputError(f"cannot write {what} {shown!r}: {os_reason(exc)}") from None
+        with os_errors(OutputError, f"cannot write {what} {shown!r}"):
+            if p.is_dir():
+                raise OutputError(f"cannot write {what} {shown!r}: it is an existing folder; give a file name")
+            folder = _existing_ancestor(p.parent)
+            if not folder.is_dir():
+                raise OutputError(f"cannot write {what} {shown!r}: {str(folder)!r} is a file, not a folder")
+            p.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(p.parent, p.name)
+            tmp = p.parent / f".{p.name[:200]}.{os.getpid()}-{secrets.token_hex(4)}{_TMP_SUFFIX}"
+            # the kernel applies the umask to 0o666, as for any newly created file
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, p)
+            tmp = None
     finally:
         if tmp is not None:
             with contextlib.suppress(OSError):

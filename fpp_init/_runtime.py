@@ -1,6 +1,7 @@
-"""The execution context of a long run: frozen weights, and how many CPU threads torch uses.
+"""The execution context of a long run: frozen weights, how many CPU threads torch uses, and the
+caller's global RNG (model loading draws from it).
 
-Both are set for the run and restored afterwards. On a shared CPU, an OpenMP thread pool wider than the free cores makes every one of the many
+All are set for the run and restored afterwards. On a shared CPU, an OpenMP thread pool wider than the free cores makes every one of the many
 small kernels wait for a descheduled thread: measured on a 2-core machine with one core busy,
 2 threads ran FPP 2.5-4.6x slower than 1 thread. So the default is the number of CPUs this
 process may use and that are idle now.
@@ -20,7 +21,7 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["frozen", "usable_cpus", "idle_cpus", "auto_threads", "cpu_threads"]
+__all__ = ["frozen", "global_rng_kept", "usable_cpus", "idle_cpus", "auto_threads", "cpu_threads"]
 
 _SAMPLE_SECONDS = 0.1
 
@@ -137,3 +138,11 @@ def frozen(parts: Iterable[nn.Module | torch.Tensor]) -> Iterator[None]:
             t.requires_grad_(flag)
         for m, flag in modes:
             m.training = flag
+
+
+@contextlib.contextmanager
+def global_rng_kept(device: torch.device) -> Iterator[None]:
+    """Restore torch's global RNG (the CPU's, and ``device``'s when it is a GPU) after the block:
+    building a model's modules draws from it, and the caller's random stream must not move."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        yield

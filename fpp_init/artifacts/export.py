@@ -22,7 +22,7 @@ from typing import Union
 import torch
 
 from .. import constants as const
-from .._io import atomic_write_bytes, check_writable_dir, os_reason, remove_stale_temps
+from .._io import atomic_write_bytes, check_writable_dir, os_errors, remove_stale_temps
 from .._validate import check_bool, check_int, check_path, check_str
 from ..errors import ConfigError, OutputError
 from .card import file_record, merge_records, model_card, records_in_card
@@ -137,24 +137,20 @@ def build_hub_folder(
 def _write_folder(root: Path, blobs: dict[str, bytes]) -> list[Path]:
     parent = root.absolute().parent
     staging = parent / f".{root.name[:100]}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
-    try:
+    failed = f"cannot write Hub folder {str(root)!r}"
+    with os_errors(OutputError, failed):
         parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(parent, root.name)
         os.mkdir(staging, 0o777)  # the kernel applies the umask, as for any new folder
-    except OSError as exc:
-        raise OutputError(f"cannot write Hub folder {str(root)!r}: {os_reason(exc)}") from None
     try:
-        for name, data in blobs.items():
-            atomic_write_bytes(staging / name, data, what="Hub folder file")
-        if not root.exists():
-            os.rename(staging, root)  # the whole folder appears at once
-        else:  # an existing (empty, or overwrite=True) folder: each file replaced atomically
-            for name in blobs:
-                os.replace(staging / name, root / name)
-    except OutputError:
-        raise
-    except OSError as exc:
-        raise OutputError(f"cannot write Hub folder {str(root)!r}: {os_reason(exc)}") from None
+        with os_errors(OutputError, failed):
+            for name, data in blobs.items():
+                atomic_write_bytes(staging / name, data, what="Hub folder file")
+            if not root.exists():
+                os.rename(staging, root)  # the whole folder appears at once
+            else:  # an existing (empty, or overwrite=True) folder: each file replaced atomically
+                for name in blobs:
+                    os.replace(staging / name, root / name)
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(staging)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .. import constants as const
+from .._runtime import global_rng_kept
 from ..errors import ModelLoadError
 from ..towers import CausalTextTower, openai_spec
 from ._base import TextModel, first_line
@@ -174,8 +175,7 @@ def load_clip(name_or_path: str | os.PathLike[str], device: torch.device) -> Tex
         raise ModelLoadError(f"{name!r} is a folder; pass the checkpoint file inside it")
     if os.path.exists(name) and not os.path.isfile(name):
         raise ModelLoadError(f"{name!r} is not a regular file; pass a CLIP checkpoint file")
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with global_rng_kept(device):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load deprecation

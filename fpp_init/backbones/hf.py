@@ -18,6 +18,7 @@ from torch import nn
 
 from .. import constants as const
 from .._deps import require
+from .._runtime import global_rng_kept
 from ..errors import ClassNameError, ModelLoadError
 from ..towers import CausalTextTower, hf_spec, hf_text_transformer
 from ._base import TextModel, Tokenizer, first_line
@@ -171,8 +172,7 @@ def load_hf(ref: str, device: torch.device) -> TextModel:
         else "Offline? Download it on a connected machine into the Hugging Face cache (HF_HUB_OFFLINE=1 then uses "
         "it), or pass a local folder"
     )
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with global_rng_kept(device):
         try:
             config = transformers.AutoConfig.from_pretrained(ref)
             cls = _model_class(transformers, config, ref)

@@ -20,6 +20,7 @@ from torch import nn
 
 from .. import constants as const
 from .._deps import require
+from .._runtime import global_rng_kept
 from ..errors import ModelLoadError
 from ..towers import CausalTextTower, TowerSpec, openai_spec
 from ._base import TextModel, Tokenizer, first_line
@@ -275,8 +276,7 @@ def load_open_clip(ref: str, device: torch.device) -> TextModel:
     """
     open_clip = import_open_clip()
     name, pretrained, quick_gelu, backbone = _resolve(open_clip, ref)
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):  # building the modules draws from the global RNG
+    with global_rng_kept(device):
         try:
             model = open_clip.create_model(
                 name, pretrained, device=device, force_quick_gelu=quick_gelu, require_pretrained=True

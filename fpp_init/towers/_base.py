@@ -1,13 +1,25 @@
-"""What a text tower is, to FPP: the protocol, and the canonical description of a causal CLIP tower."""
+"""What a text tower is, to FPP: the protocol, the canonical description of a causal CLIP tower, and
+the few helpers every library's spec builder shares (refusal with a reason, LayerNorms)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import torch
+from torch import nn
 
-__all__ = ["TextTower", "LayerNormSpec", "BlockSpec", "TowerSpec"]
+__all__ = [
+    "TextTower",
+    "LayerNormSpec",
+    "BlockSpec",
+    "TowerSpec",
+    "UnsupportedTower",
+    "layer_norm_spec",
+    "require_layer_norm",
+    "spec_or_none",
+]
 
 
 @runtime_checkable
@@ -115,3 +127,37 @@ class TowerSpec:
     @property
     def context_length(self) -> int:
         return int(self.positional_embedding.shape[-2])
+
+
+class UnsupportedTower(Exception):
+    """Why a module is not a tower that a :class:`TowerSpec` describes exactly (the message says what).
+
+    Raised inside the spec builders; :func:`spec_or_none` turns it into ``None`` and a reason.
+    """
+
+
+def spec_or_none(build: Callable[[], TowerSpec], why: list[str] | None) -> TowerSpec | None:
+    """``build()``, or ``None`` when it raises :class:`UnsupportedTower` (the reason appended to ``why``)."""
+    try:
+        return build()
+    except UnsupportedTower as exc:
+        if why is not None:
+            why.append(str(exc))
+        return None
+
+
+def layer_norm_spec(ln: object) -> LayerNormSpec | None:
+    """The spec of an ``nn.LayerNorm`` (or subclass: CLIP's and OpenCLIP's casting LayerNorms) with an affine weight."""
+    if not isinstance(ln, nn.LayerNorm) or ln.weight is None or len(ln.normalized_shape) != 1:
+        return None
+    return LayerNormSpec(ln.weight, ln.bias, float(ln.eps))
+
+
+def require_layer_norm(module: object, what: str) -> LayerNormSpec:
+    """:func:`layer_norm_spec` of ``module``, or :class:`UnsupportedTower` naming ``what``."""
+    spec = layer_norm_spec(module)
+    if spec is None:
+        raise UnsupportedTower(
+            f"{what} is {type(module).__name__}, not a LayerNorm with weights over the last dimension"
+        )
+    return spec

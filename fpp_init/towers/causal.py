@@ -32,14 +32,16 @@ def _layer_norm(ln: LayerNormSpec, x: torch.Tensor) -> torch.Tensor:
 _QUICK = 1.702  # QuickGELU(x) = x * sigmoid(1.702 x) = silu(1.702 x) / 1.702
 
 
-def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: float = 1.0) -> torch.Tensor:
-    """``scale * (x @ weight.T + bias)`` as one GEMM (the scale rides on the GEMM's alpha / beta)."""
+def _linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, alpha: float = 1.0, beta: float = 1.0
+) -> torch.Tensor:
+    """``alpha * (x @ weight.T) + beta * bias`` as one GEMM (the scales ride on the GEMM's alpha / beta)."""
     flat = x.reshape(-1, x.shape[-1])
     if bias is None:
         out = torch.mm(flat, weight.t())
-        out = out if scale == 1.0 else out.mul_(scale)
+        out = out if alpha == 1.0 else out.mul_(alpha)
     else:
-        out = torch.addmm(bias, flat, weight.t(), beta=scale, alpha=scale)
+        out = torch.addmm(bias, flat, weight.t(), beta=beta, alpha=alpha)
     return out.view(*x.shape[:-1], weight.shape[0])
 
 
@@ -50,13 +52,8 @@ def _mlp(blk: BlockSpec, x: torch.Tensor, inplace: bool) -> torch.Tensor:
     is three kernels (GEMM, SiLU, GEMM) instead of five; equal to the module up to float rounding.
     """
     if blk.activation == "quick_gelu":
-        hidden = F.silu(_linear(x, blk.fc1_weight, blk.fc1_bias, _QUICK), inplace=inplace)
-        flat = hidden.reshape(-1, hidden.shape[-1])
-        if blk.fc2_bias is None:
-            out = torch.mm(flat, blk.fc2_weight.t()).div_(_QUICK)
-        else:
-            out = torch.addmm(blk.fc2_bias, flat, blk.fc2_weight.t(), alpha=1.0 / _QUICK)
-        return out.view(*hidden.shape[:-1], blk.fc2_weight.shape[0])
+        hidden = F.silu(_linear(x, blk.fc1_weight, blk.fc1_bias, _QUICK, _QUICK), inplace=inplace)
+        return _linear(hidden, blk.fc2_weight, blk.fc2_bias, alpha=1.0 / _QUICK)
     hidden = F.gelu(
         _linear(x, blk.fc1_weight, blk.fc1_bias), approximate="tanh" if blk.activation == "gelu_tanh" else "none"
     )

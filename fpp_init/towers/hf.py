@@ -18,8 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._base import BlockSpec, LayerNormSpec, TowerSpec
-from .openai import layer_norm_spec
+from ._base import BlockSpec, TowerSpec, UnsupportedTower, require_layer_norm, spec_or_none
 
 __all__ = ["hf_spec", "hf_text_transformer", "HF_ACTIVATIONS"]
 
@@ -38,10 +37,6 @@ HF_ACTIVATIONS = {
 _TEXT_TRANSFORMERS = ("CLIPTextTransformer", "CLIPTextModel")
 
 
-class _Unsupported(Exception):
-    """Why a module is not a transformers CLIP text tower (the message says what)."""
-
-
 def hf_text_transformer(model: nn.Module) -> nn.Module | None:
     """The module holding ``embeddings``, ``encoder`` and ``final_layer_norm`` (down the ``text_model``
     chain: ``CLIPModel.text_model``, ``CLIPTextModelWithProjection.text_model``, 4.x's
@@ -56,16 +51,9 @@ def hf_text_transformer(model: nn.Module) -> nn.Module | None:
     return None
 
 
-def _ln(module: object, what: str) -> LayerNormSpec:
-    spec = layer_norm_spec(module)
-    if spec is None:
-        raise _Unsupported(f"{what} is {type(module).__name__}, not a LayerNorm with weights")
-    return spec
-
-
 def _linear(module: object, what: str) -> nn.Linear:
     if not isinstance(module, nn.Linear):
-        raise _Unsupported(f"{what} is {type(module).__name__}, not a Linear")
+        raise UnsupportedTower(f"{what} is {type(module).__name__}, not a Linear")
     return module
 
 
@@ -76,18 +64,18 @@ def _block(layer: nn.Module, activation: str, where: str) -> BlockSpec:
     )
     biases = [p.bias for p in (q, k, v)]
     if any(b is None for b in biases) and not all(b is None for b in biases):
-        raise _Unsupported(f"{where}: only some of q/k/v have a bias")
+        raise UnsupportedTower(f"{where}: only some of q/k/v have a bias")
     fc1, fc2 = (
         _linear(getattr(mlp, "fc1", None), f"{where}.mlp.fc1"),
         _linear(getattr(mlp, "fc2", None), f"{where}.mlp.fc2"),
     )
     return BlockSpec(
-        ln_1=_ln(getattr(layer, "layer_norm1", None), f"{where}.layer_norm1"),
+        ln_1=require_layer_norm(getattr(layer, "layer_norm1", None), f"{where}.layer_norm1"),
         qkv_weight=torch.cat([q.weight, k.weight, v.weight]),
         qkv_bias=None if biases[0] is None else torch.cat(biases),  # type: ignore[arg-type]
         out_weight=out.weight,
         out_bias=out.bias,
-        ln_2=_ln(getattr(layer, "layer_norm2", None), f"{where}.layer_norm2"),
+        ln_2=require_layer_norm(getattr(layer, "layer_norm2", None), f"{where}.layer_norm2"),
         fc1_weight=fc1.weight,
         fc1_bias=fc1.bias,
         fc2_weight=fc2.weight,
@@ -100,12 +88,12 @@ def _spec(model: nn.Module) -> TowerSpec:
     text = hf_text_transformer(model)
     if text is None or type(text).__name__ not in _TEXT_TRANSFORMERS:
         found = type(model).__name__ if text is None else type(text).__name__
-        raise _Unsupported(f"{found} is not a transformers CLIP text model")
+        raise UnsupportedTower(f"{found} is not a transformers CLIP text model")
     config = text.config
     act = getattr(config, "hidden_act", None)
     activation = HF_ACTIVATIONS.get(act) if isinstance(act, str) else None
     if activation is None:
-        raise _Unsupported(f"hidden_act {act!r} (supported: {', '.join(HF_ACTIVATIONS)})")
+        raise UnsupportedTower(f"hidden_act {act!r} (supported: {', '.join(HF_ACTIVATIONS)})")
     embeddings = text.embeddings
     positions = embeddings.position_embedding.weight
     ids = getattr(embeddings, "position_ids", None)
@@ -115,17 +103,17 @@ def _spec(model: nn.Module) -> TowerSpec:
             positions = positions[ids.to(positions.device)]
     layers = list(text.encoder.layers)
     if not layers:
-        raise _Unsupported("the encoder has no layers")
+        raise UnsupportedTower("the encoder has no layers")
     projection = getattr(model, "text_projection", None)
     if projection is not None:
         if not isinstance(projection, nn.Linear) or projection.bias is not None:
-            raise _Unsupported("text_projection is not a bias-free Linear")
+            raise UnsupportedTower("text_projection is not a bias-free Linear")
         projection = projection.weight.t()  # [E, D] -> a [D, E] view
     return TowerSpec(
         blocks=tuple(_block(layer, activation, f"layer {i}") for i, layer in enumerate(layers)),
         heads=int(config.num_attention_heads),
         positional_embedding=positions,
-        ln_final=_ln(text.final_layer_norm, "final_layer_norm"),
+        ln_final=require_layer_norm(text.final_layer_norm, "final_layer_norm"),
         projection=projection,
     )
 
@@ -136,9 +124,4 @@ def hf_spec(model: nn.Module, *, why: list[str] | None = None) -> TowerSpec | No
 
     When ``None`` is returned and ``why`` is a list, the reason is appended to it.
     """
-    try:
-        return _spec(model)
-    except _Unsupported as exc:
-        if why is not None:
-            why.append(str(exc))
-        return None
+    return spec_or_none(lambda: _spec(model), why)

@@ -17,23 +17,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._base import BlockSpec, LayerNormSpec, TowerSpec
+from ._base import BlockSpec, TowerSpec, UnsupportedTower, layer_norm_spec, require_layer_norm, spec_or_none
 
 __all__ = ["TEXT_PARTS", "openai_spec", "layer_norm_spec", "mlp_activation", "is_causal_mask"]
 
 #: The parts of a text tower, as clip-anytorch's CLIP and TPT-family ``TextEncoder`` name them.
 TEXT_PARTS = ("positional_embedding", "transformer", "ln_final", "text_projection")
-
-
-class _Unsupported(Exception):
-    """Why a module is not a tower that a :class:`TowerSpec` describes exactly (the message says what)."""
-
-
-def layer_norm_spec(ln: object) -> LayerNormSpec | None:
-    """The spec of an ``nn.LayerNorm`` (or subclass: CLIP's and OpenCLIP's casting LayerNorms) with an affine weight."""
-    if not isinstance(ln, nn.LayerNorm) or ln.weight is None or len(ln.normalized_shape) != 1:
-        return None
-    return LayerNormSpec(ln.weight, ln.bias, float(ln.eps))
 
 
 def mlp_activation(act: object) -> str | None:
@@ -60,22 +49,15 @@ def _is_identity(module: object) -> bool:
     return module is None or isinstance(module, nn.Identity)
 
 
-def _ln(module: object, what: str) -> LayerNormSpec:
-    spec = layer_norm_spec(module)
-    if spec is None:
-        raise _Unsupported(f"{what} is {type(module).__name__}, not a LayerNorm with weights over the last dimension")
-    return spec
-
-
 def _attention(attn: object, where: str) -> tuple[torch.Tensor, torch.Tensor | None, nn.Linear]:
     """``(qkv_weight, qkv_bias, out_proj)`` of plain multi-head self-attention."""
     if isinstance(attn, nn.MultiheadAttention):
         if attn.in_proj_weight is None:
-            raise _Unsupported(f"{where}: MultiheadAttention with separate key/value widths")
+            raise UnsupportedTower(f"{where}: MultiheadAttention with separate key/value widths")
         if attn.bias_k is not None or attn.add_zero_attn:
-            raise _Unsupported(f"{where}: MultiheadAttention with bias_k/bias_v or add_zero_attn")
+            raise UnsupportedTower(f"{where}: MultiheadAttention with bias_k/bias_v or add_zero_attn")
         if attn.dropout > 0:
-            raise _Unsupported(f"{where}: attention dropout {attn.dropout}")
+            raise UnsupportedTower(f"{where}: attention dropout {attn.dropout}")
         return attn.in_proj_weight, attn.in_proj_bias, attn.out_proj
     # OpenCLIP's own Attention (CustomResidualAttentionBlock): plain only when every extra is off
     if type(attn).__name__ == "Attention" and type(attn).__module__.startswith("open_clip"):
@@ -88,15 +70,15 @@ def _attention(attn: object, where: str) -> tuple[torch.Tensor, torch.Tensor | N
         )
         for name, feature in extras:
             if not _is_identity(getattr(attn, name, None)):
-                raise _Unsupported(f"{where}: {feature}")
+                raise UnsupportedTower(f"{where}: {feature}")
         drop = max(getattr(getattr(attn, n, None), "p", 0.0) for n in ("attn_drop", "out_drop"))
         if drop > 0:
-            raise _Unsupported(f"{where}: attention dropout {drop}")
+            raise UnsupportedTower(f"{where}: attention dropout {drop}")
         out = getattr(attn, "out_proj", None)
         weight = getattr(attn, "in_proj_weight", None)
         if isinstance(out, nn.Linear) and isinstance(weight, torch.Tensor):
             return weight, getattr(attn, "in_proj_bias", None), out
-    raise _Unsupported(f"{where}: attention is {type(attn).__name__}, not multi-head self-attention")
+    raise UnsupportedTower(f"{where}: attention is {type(attn).__name__}, not multi-head self-attention")
 
 
 def _layer_scale(module: object, where: str) -> torch.Tensor | None:
@@ -106,36 +88,36 @@ def _layer_scale(module: object, where: str) -> torch.Tensor | None:
     gamma = getattr(module, "gamma", None)
     if isinstance(gamma, torch.Tensor) and gamma.dim() == 1 and not getattr(module, "inplace", False):
         return gamma
-    raise _Unsupported(f"{where}: {type(module).__name__} is not a LayerScale")
+    raise UnsupportedTower(f"{where}: {type(module).__name__} is not a LayerScale")
 
 
 def _block_spec(blk: nn.Module, mask: object, length: int, where: str) -> BlockSpec:
     if hasattr(blk, "ln_1_kv"):
-        raise _Unsupported(f"{where}: a cross-attention block")
+        raise UnsupportedTower(f"{where}: a cross-attention block")
     qkv_weight, qkv_bias, out = _attention(getattr(blk, "attn", None), where)
     own = getattr(blk, "attn_mask", None)
     if not is_causal_mask(own if isinstance(own, torch.Tensor) else mask, length):
-        raise _Unsupported(f"{where}: no causal attention mask (bidirectional attention)")
+        raise UnsupportedTower(f"{where}: no causal attention mask (bidirectional attention)")
     if not _is_identity(getattr(blk, "ln_attn", None)):
-        raise _Unsupported(f"{where}: LayerNorm after attention (scale_attn)")
+        raise UnsupportedTower(f"{where}: LayerNorm after attention (scale_attn)")
     mlp = getattr(blk, "mlp", None)
     children = dict(mlp.named_children()) if isinstance(mlp, nn.Module) else {}
     fc1, fc2 = children.pop("c_fc", None), children.pop("c_proj", None)
     if not _is_identity(children.get("ln")):
-        raise _Unsupported(f"{where}: LayerNorm inside the MLP (scale_fc)")
+        raise UnsupportedTower(f"{where}: LayerNorm inside the MLP (scale_fc)")
     acts = [m for m in children.values() if not _is_identity(m)]
     if not (isinstance(fc1, nn.Linear) and isinstance(fc2, nn.Linear) and len(acts) == 1):
-        raise _Unsupported(f"{where}: the MLP is not c_fc -> activation -> c_proj")
+        raise UnsupportedTower(f"{where}: the MLP is not c_fc -> activation -> c_proj")
     act = mlp_activation(acts[0])
     if act is None:
-        raise _Unsupported(f"{where}: activation {type(acts[0]).__name__} (supported: QuickGELU, GELU)")
+        raise UnsupportedTower(f"{where}: activation {type(acts[0]).__name__} (supported: QuickGELU, GELU)")
     return BlockSpec(
-        ln_1=_ln(getattr(blk, "ln_1", None), f"{where}.ln_1"),
+        ln_1=require_layer_norm(getattr(blk, "ln_1", None), f"{where}.ln_1"),
         qkv_weight=qkv_weight,
         qkv_bias=qkv_bias,
         out_weight=out.weight,
         out_bias=out.bias,
-        ln_2=_ln(getattr(blk, "ln_2", None), f"{where}.ln_2"),
+        ln_2=require_layer_norm(getattr(blk, "ln_2", None), f"{where}.ln_2"),
         fc1_weight=fc1.weight,
         fc1_bias=fc1.bias,
         fc2_weight=fc2.weight,
@@ -149,11 +131,13 @@ def _block_spec(blk: nn.Module, mask: object, length: int, where: str) -> BlockS
 def _projection(text_projection: object) -> torch.Tensor | None:
     if isinstance(text_projection, nn.Linear):
         if text_projection.bias is not None:
-            raise _Unsupported("the text projection has a bias (OpenCLIP proj_bias=True)")
+            raise UnsupportedTower("the text projection has a bias (OpenCLIP proj_bias=True)")
         return text_projection.weight.t()  # [E, D] -> a [D, E] view
     if isinstance(text_projection, torch.Tensor) or text_projection is None:
         return text_projection
-    raise _Unsupported(f"the text projection is {type(text_projection).__name__}, not a matrix or a bias-free Linear")
+    raise UnsupportedTower(
+        f"the text projection is {type(text_projection).__name__}, not a matrix or a bias-free Linear"
+    )
 
 
 @torch.no_grad()  # a transposed view of a projection must carry no autograd history
@@ -173,24 +157,36 @@ def openai_spec(
     ``attn_mask`` is the model-level mask for towers whose blocks do not hold their own (OpenCLIP).
     When ``None`` is returned and ``why`` is a list, the reason is appended to it.
     """
-    try:
-        blocks: Sequence[nn.Module] = getattr(transformer, "resblocks", None) or []
-        if not len(blocks):
-            raise _Unsupported(f"{type(transformer).__name__} has no resblocks")
-        if not isinstance(positional_embedding, torch.Tensor) or positional_embedding.dim() != 2:
-            raise _Unsupported("the positional embedding is not a [L, D] tensor")
-        length = int(positional_embedding.shape[0])
-        specs = tuple(_block_spec(b, attn_mask, length, f"block {i}") for i, b in enumerate(blocks))
-        return TowerSpec(
-            blocks=specs,
-            heads=int(blocks[0].attn.num_heads),
-            positional_embedding=positional_embedding,
-            ln_final=_ln(ln_final, "ln_final"),
-            projection=_projection(text_projection),
-            deep_prompts=dict(deep_prompts or {}),
-            deep_start=deep_start,
-        )
-    except _Unsupported as exc:
-        if why is not None:
-            why.append(str(exc))
-        return None
+    return spec_or_none(
+        lambda: _spec(
+            transformer, positional_embedding, ln_final, text_projection, attn_mask, deep_prompts, deep_start
+        ),
+        why,
+    )
+
+
+def _spec(
+    transformer: nn.Module,
+    positional_embedding: torch.Tensor,
+    ln_final: nn.Module,
+    text_projection: torch.Tensor | nn.Linear | None,
+    attn_mask: object,
+    deep_prompts: dict[int, torch.Tensor] | None,
+    deep_start: int,
+) -> TowerSpec:
+    blocks: Sequence[nn.Module] = getattr(transformer, "resblocks", None) or []
+    if not len(blocks):
+        raise UnsupportedTower(f"{type(transformer).__name__} has no resblocks")
+    if not isinstance(positional_embedding, torch.Tensor) or positional_embedding.dim() != 2:
+        raise UnsupportedTower("the positional embedding is not a [L, D] tensor")
+    length = int(positional_embedding.shape[0])
+    specs = tuple(_block_spec(b, attn_mask, length, f"block {i}") for i, b in enumerate(blocks))
+    return TowerSpec(
+        blocks=specs,
+        heads=int(blocks[0].attn.num_heads),
+        positional_embedding=positional_embedding,
+        ln_final=require_layer_norm(ln_final, "ln_final"),
+        projection=_projection(text_projection),
+        deep_prompts=dict(deep_prompts or {}),
+        deep_start=deep_start,
+    )
