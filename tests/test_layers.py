@@ -16,6 +16,7 @@ LAYERS = {
     "_validate": 1,
     "_io": 1,
     "_deps": 1,
+    "_hubenv": 1,
     "config": 2,
     "_runtime": 2,
     "plotting": 2,

@@ -10,28 +10,24 @@ A revision that contains ``/`` (``refs/pr/1``) cannot be written inside the refe
 as ``revision=`` instead. Downloads go through :func:`huggingface_hub.hf_hub_download` only, so
 its cache (``HF_HUB_CACHE`` / ``HF_HOME``), offline mode (``HF_HUB_OFFLINE=1``), token
 (``HF_TOKEN`` or ``hf auth login``), endpoint (``HF_ENDPOINT``) and revision pinning all apply.
-Before a download that may use the network, one short connection probe
-(:data:`~fpp_init.constants.HUB_PROBE_TIMEOUT` seconds) tells whether the Hub is reachable;
-if it is not, only the local cache is used, with no retries. huggingface_hub's own retry
-messages are kept out of the output unless fpp-init's logger is at INFO or lower.
+Before a download that may use the network, one short connection probe tells whether the
+Hub is reachable; if it is not, only the local cache is used, with no retries (see
+:mod:`fpp_init._hubenv`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
-import socket
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from .. import constants as const
+from .._hubenv import hub_endpoint, hub_offline, hub_reachable, quiet_hub
 from .._validate import check_str
 from .._version import __version__
 from ..errors import ConfigError, HubError
@@ -48,11 +44,9 @@ __all__ = [
     "upload_folder",
     "fetch_model_card",
     "default_filename",
-    "hub_offline",
     "require_online",
 ]
 
-_TRUE = {"1", "on", "yes", "true"}
 _REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 _EXAMPLE = f"{const.HUB_SCHEME}OWNER/NAME[@REVISION]/FILE.safetensors"
 
@@ -125,17 +119,6 @@ def parse_hub_ref(ref: str, *, revision: str | None = None) -> HubRef:
     return HubRef(repo_id=repo_id, filename=filename, revision=ref_rev or revision, repo_type=repo_type)
 
 
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in _TRUE
-
-
-def hub_offline() -> bool:
-    """Whether ``HF_HUB_OFFLINE`` is set now (huggingface_hub itself reads it once, at import)."""
-    from huggingface_hub import constants as hf_constants
-
-    return _env_true("HF_HUB_OFFLINE") or bool(getattr(hf_constants, "HF_HUB_OFFLINE", False))
-
-
 def _env_cache_dir() -> str | None:
     """The HF cache named by the environment *now* (huggingface_hub reads it once, at import)."""
     if os.environ.get("HF_HUB_CACHE"):
@@ -143,36 +126,6 @@ def _env_cache_dir() -> str | None:
     if os.environ.get("HF_HOME"):
         return os.path.join(os.path.expanduser(os.environ["HF_HOME"]), "hub")
     return None
-
-
-def _endpoint() -> str:
-    from huggingface_hub import constants as hf_constants
-
-    return os.environ.get("HF_ENDPOINT") or hf_constants.ENDPOINT
-
-
-def _reachable(endpoint: str) -> bool:
-    """One TCP connection attempt to the endpoint, at most HUB_PROBE_TIMEOUT seconds."""
-    url = urlparse(endpoint)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname or "", port), timeout=const.HUB_PROBE_TIMEOUT).close()
-    except OSError:
-        return False
-    return True
-
-
-@contextlib.contextmanager
-def _quiet_hub() -> Iterator[None]:
-    """Keep huggingface_hub's retry warnings out of the output unless fpp-init logs at INFO or lower."""
-    hub_logger = logging.getLogger("huggingface_hub")
-    old = hub_logger.level
-    if not logging.getLogger("fpp_init").isEnabledFor(logging.INFO):
-        hub_logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        hub_logger.setLevel(old)
 
 
 def download(
@@ -206,14 +159,14 @@ def download(
     if local_files_only or hub_offline():
         state = "offline mode is on (HF_HUB_OFFLINE=1 or local_files_only / --offline)"
         offline = True
-    elif not _reachable(_endpoint()):
-        state = f"the Hub ({_endpoint()}) cannot be reached within {const.HUB_PROBE_TIMEOUT:g} s (no network?)"
+    elif not hub_reachable():
+        state = f"the Hub ({hub_endpoint()}) cannot be reached within {const.HUB_PROBE_TIMEOUT:g} s (no network?)"
         offline = True
         logger.info("%s: using the local cache only", state)
     else:
         state, offline = "the Hub could not be reached", False
     try:
-        with _quiet_hub():
+        with quiet_hub():
             path = huggingface_hub.hf_hub_download(
                 ref.repo_id,
                 ref.filename,
@@ -265,9 +218,9 @@ def require_online(action: str) -> None:
     """Raise :class:`HubError` at once (one short probe) when ``action`` cannot reach the Hub."""
     if hub_offline():
         raise HubError(f"cannot {action}: offline mode is on (HF_HUB_OFFLINE=1); unset it")
-    if not _reachable(_endpoint()):
+    if not hub_reachable():
         raise HubError(
-            f"cannot {action}: the Hub ({_endpoint()}) cannot be reached within {const.HUB_PROBE_TIMEOUT:g} s (no network?)"
+            f"cannot {action}: the Hub ({hub_endpoint()}) cannot be reached within {const.HUB_PROBE_TIMEOUT:g} s (no network?)"
         )
 
 
@@ -285,7 +238,7 @@ def upload_folder(
     import huggingface_hub
 
     try:
-        with _quiet_hub():
+        with quiet_hub():
             extra = {} if private is None else {"private": private}
             huggingface_hub.create_repo(repo_id, token=token, exist_ok=True, **extra)
             info: Any = huggingface_hub.upload_folder(

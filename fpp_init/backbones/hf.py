@@ -18,6 +18,7 @@ from torch import nn
 
 from .. import constants as const
 from .._deps import require
+from .._hubenv import cache_only_reason, quiet_hub
 from .._runtime import global_rng_kept
 from ..errors import ClassNameError, ModelLoadError
 from ..towers import CausalTextTower, hf_spec, hf_text_transformer
@@ -166,18 +167,23 @@ def load_hf(ref: str, device: torch.device) -> TextModel:
     transformers = import_transformers()
     local = os.path.isdir(ref)
     where = f"folder {ref!r}" if local else f"{const.HF_PREFIX}{ref}"
-    hint = (
-        "a folder written by save_pretrained (config.json, weights, tokenizer files)"
-        if local
-        else "Offline? Download it on a connected machine into the Hugging Face cache (HF_HUB_OFFLINE=1 then uses "
-        "it), or pass a local folder"
-    )
-    with global_rng_kept(device):
+    cache_only = None if local else cache_only_reason()  # offline: answer from the cache at once, no retries
+    if local:
+        hint = "a folder written by save_pretrained (config.json, weights, tokenizer files)"
+    elif cache_only:
+        hint = (
+            f"{cache_only}, so only the local Hugging Face cache was used: download it on a connected machine into "
+            "the same cache (HF_HUB_CACHE / HF_HOME), or pass a local folder"
+        )
+    else:
+        hint = "check the name, or pass a local folder written by save_pretrained"
+    options = {"local_files_only": True} if cache_only else {}
+    with global_rng_kept(device), quiet_hub():
         try:
-            config = transformers.AutoConfig.from_pretrained(ref)
+            config = transformers.AutoConfig.from_pretrained(ref, **options)
             cls = _model_class(transformers, config, ref)
-            model = cls.from_pretrained(ref, config=config)
-            tokenizer = transformers.CLIPTokenizer.from_pretrained(ref)
+            model = cls.from_pretrained(ref, config=config, **options)
+            tokenizer = transformers.CLIPTokenizer.from_pretrained(ref, **options)
         except ModelLoadError:
             raise
         except Exception as exc:  # OSError, HFValidationError, ValueError, EnvironmentError, ...

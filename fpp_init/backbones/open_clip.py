@@ -9,8 +9,10 @@ would not reproduce the model's features.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from torch import nn
 
 from .. import constants as const
 from .._deps import require
+from .._hubenv import cache_only, cache_only_reason, quiet_hub
 from .._runtime import global_rng_kept
 from ..errors import ModelLoadError
 from ..towers import CausalTextTower, TowerSpec, openai_spec
@@ -267,6 +270,32 @@ def _resolve(open_clip: Any, ref: str) -> tuple[str, str | None, bool, str]:
     )
 
 
+class _NotFrom(logging.Filter):
+    """Drops records logged from files under ``folder``."""
+
+    def __init__(self, folder: str) -> None:
+        super().__init__()
+        self.folder = folder
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.pathname.startswith(self.folder)
+
+
+@contextlib.contextmanager
+def _quiet_root_log(module: Any) -> Iterator[None]:
+    """OpenCLIP reports a failed download with ``logging.error`` on the root logger and then raises the
+    same message, which our one-line error repeats: drop its root records unless fpp-init logs at INFO."""
+    if logging.getLogger("fpp_init").isEnabledFor(logging.INFO):
+        yield
+        return
+    root, drop = logging.getLogger(), _NotFrom(os.path.dirname(module.__file__))
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+
+
 def load_open_clip(ref: str, device: torch.device) -> TextModel:
     """Load an OpenCLIP model and its tokenizer: ``ARCH/PRETRAINED`` or ``hf-hub:ORG/REPO``.
 
@@ -276,26 +305,35 @@ def load_open_clip(ref: str, device: torch.device) -> TextModel:
     """
     open_clip = import_open_clip()
     name, pretrained, quick_gelu, backbone = _resolve(open_clip, ref)
-    with global_rng_kept(device):
+    # weights from the Hub (hf-hub: names, and the tags OpenCLIP hosts there): offline, answer from the cache at once
+    remote = pretrained is None or not os.path.isfile(pretrained)
+    offline = cache_only_reason() if remote else None
+    hint = (
+        f"{offline}, so only the local OpenCLIP / Hugging Face cache was used: download it on a connected machine "
+        "into the same cache"
+        if offline
+        else "Offline? Download it on a connected machine into the OpenCLIP / Hugging Face cache (HF_HUB_OFFLINE=1 "
+        "then uses it)"
+    )
+    with global_rng_kept(device), quiet_hub(), _quiet_root_log(open_clip), cache_only(offline is not None):
         try:
             model = open_clip.create_model(
                 name, pretrained, device=device, force_quick_gelu=quick_gelu, require_pretrained=True
             )
         except Exception as exc:  # RuntimeError, OSError, HTTP and Hub errors, unpickling errors, ...
             raise ModelLoadError(
-                f"could not load OpenCLIP {ref!r} ({type(exc).__name__}: {first_line(exc)}). Offline? Download it on a "
-                "connected machine into the OpenCLIP / Hugging Face cache (HF_HUB_OFFLINE=1 then uses it), or pass a "
+                f"could not load OpenCLIP {ref!r} ({type(exc).__name__}: {first_line(exc)}); {hint}, or pass a "
                 f"checkpoint file: '{const.OPEN_CLIP_PREFIX}ARCH/PATH'"
             ) from None
-    model = model.eval()
-    what = f"OpenCLIP {backbone}"
-    parts = _text_parts(model, what)
-    spec = _spec(parts, what)  # refuse an unsupported tower before fetching its tokenizer
-    try:
-        tokenizer = open_clip.get_tokenizer(name)
-    except Exception as exc:
-        raise ModelLoadError(
-            f"could not load the tokenizer of OpenCLIP {ref!r} ({type(exc).__name__}: {first_line(exc)})"
-        ) from None
+        model = model.eval()
+        what = f"OpenCLIP {backbone}"
+        parts = _text_parts(model, what)
+        spec = _spec(parts, what)  # refuse an unsupported tower before fetching its tokenizer
+        try:
+            tokenizer = open_clip.get_tokenizer(name)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"could not load the tokenizer of OpenCLIP {ref!r} ({type(exc).__name__}: {first_line(exc)}); {hint}"
+            ) from None
     logger.info("loaded OpenCLIP %s on %s", ref, device)
     return _text_model(open_clip, model, parts, spec, tokenizer, backbone, what)
