@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -566,3 +568,64 @@ def test_refused_hf_activation():
     with pytest.raises(ModelLoadError) as exc:
         text_model(_hf_model(hidden_act="relu"))
     assert "hidden_act 'relu'" in _one_line(exc)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: _hf_model(vocab_size=1000, bos_token_id=0, eos_token_id=1),
+            "has a 1000-token vocabulary, not CLIP's 49408, so CLIP's own tokenizer may not fit it; load it by reference",
+        ),
+        (lambda: _oc_model(vocab_size=1000), "has a 1000-token vocabulary, not CLIP's 49408; load it by reference"),
+        (
+            lambda: _hf_model(eos_token_id=5),
+            "reads its text feature at token id 5 (eos_token_id) but its tokenizer ends prompts with 49407",
+        ),
+    ],
+    ids=["hf_vocab", "open_clip_vocab", "hf_eos"],
+)
+def test_model_objects_that_clips_tokenizer_does_not_fit_are_refused(make, message):
+    with pytest.raises(ModelLoadError) as exc:
+        text_model(make())
+    assert message in _one_line(exc)
+
+
+def test_hf_several_eos_ids_and_a_non_clip_tokenizer_are_refused():
+    model = _hf_model()
+    hf_text_transformer(model).eos_token_id = [49407, 2]  # type: ignore[union-attr]
+    with pytest.raises(ModelLoadError) as exc:
+        text_model(model)
+    assert "has several eos_token_id [49407, 2]; FPP needs the one token" in _one_line(exc)
+    with pytest.raises(ModelLoadError) as exc:
+        fpp_init.backbones.hf.text_model_from_hf(_hf_model(), tokenizer=object())
+    assert "the tokenizer is object, not CLIP's BPE tokenizer" in _one_line(exc)
+
+
+def _cli_without_network(tmp_path: Path, cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``fpp-init`` in a fresh process whose Hub endpoint refuses connections (nothing listens on port 9)
+    and whose Hugging Face cache is ``cache``: a machine without network, HF_HUB_OFFLINE not set."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME")}
+    env.update(HF_HUB_CACHE=str(cache), HF_ENDPOINT="http://127.0.0.1:9")
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(NAMES[:3]))
+    command = [sys.executable, "-m", "fpp_init", "pretrain", "--classnames", str(names), "--steps", "2", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_hub_model_without_network_loads_from_the_cache_at_once(hf_folder, tmp_path):
+    """No network: a cached hf: model loads from the cache; an uncached one (hf: or open_clip:) ends in one
+    line that says the Hub cannot be reached and only the cache was used (no retry messages)."""
+    from test_hub import make_hf_cache
+
+    files = {p.name: p.read_bytes() for p in hf_folder.iterdir() if p.is_file()}
+    cache = make_hf_cache(tmp_path / "cache", "fpp-test/tiny-clip", files)
+    out = tmp_path / "p.safetensors"
+    done = _cli_without_network(tmp_path, cache, "--arch", "hf:fpp-test/tiny-clip", "--out", str(out), "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert fpp_init.load_fpp_prompt(out).backbone == "hf:fpp-test/tiny-clip"
+    for ref in ("hf:fpp-test/not-cached", "open_clip:hf-hub:fpp-test/not-cached"):
+        done = _cli_without_network(tmp_path, cache, "--arch", ref, "--out", str(out))
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1, done.stderr
+        assert "http://127.0.0.1:9) cannot be reached" in lines[0] and "only the local" in lines[0], lines[0]
