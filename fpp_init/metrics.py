@@ -282,12 +282,12 @@ def accuracy(probs: Any, labels: Any, *, from_logits: bool = False) -> float:
 
 def calibration_report(
     probs: Any, labels: Any, *, n_bins: int = DEFAULT_BINS, from_logits: bool = False
-) -> dict[str, float]:
+) -> dict[str, float | int]:
     """All metrics at once, scaled as the papers report them.
 
     Returns:
-        ``{"acc", "ece", "mce", "aece", "sce"}`` ×100 and ``"aurc"`` as a raw fraction,
-        plus ``"n"`` (samples) and ``"k"`` (classes). Validation and the top-1 step run once.
+        ``{"acc", "ece", "mce", "aece", "sce"}`` ×100 and ``"aurc"`` as a raw fraction (floats),
+        plus ``"n"`` (samples) and ``"k"`` (classes) as ints. Validation and the top-1 step run once.
     """
     n_bins = _check_bins(n_bins)
     p, y = _prepare(probs, labels, from_logits)
@@ -300,8 +300,8 @@ def calibration_report(
         "aece": 100.0 * _aece(conf, correct, n_bins),
         "sce": 100.0 * _sce(p, y, n_bins),
         "aurc": _aurc(conf, correct),
-        "n": float(p.shape[0]),
-        "k": float(p.shape[1]),
+        "n": int(p.shape[0]),
+        "k": int(p.shape[1]),
     }
 
 

@@ -188,3 +188,13 @@ def test_hub_without_network_fails_fast_and_quietly(tmp_path: Path) -> None:
     )  # fmt: skip
     assert push.returncode == 2 and push.stderr.count("\n") == 1, push.stderr
     assert "cannot push to 'a/b': the Hub (http://127.0.0.1:9) cannot be reached" in push.stderr
+
+
+def test_help_states_each_default_once(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default None)" not in text
+    assert "--flat-weight X weight of the flatness loss (default: 1 + 15 / number of classes) --init" in text
+    assert "(default: OMP_NUM_THREADS, else the idle CPUs this process may use)" in text
+    assert "--lr X AdamW learning rate (default 0.01)" in text

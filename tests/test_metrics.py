@@ -98,6 +98,8 @@ def test_three_samples_by_hand() -> None:
     assert report["acc"] == pytest.approx(100 * 2 / 3)
     assert report["aurc"] == pytest.approx(got["aurc"])  # not scaled
     assert (report["n"], report["k"]) == (3, 2)
+    assert type(report["n"]) is int and type(report["k"]) is int  # counts, not floats
+    assert all(type(report[k]) is float for k in ("acc", "ece", "mce", "aece", "sce", "aurc"))
 
 
 def test_confidence_on_a_bin_edge_goes_to_the_lower_bin() -> None:

@@ -79,7 +79,9 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("FPP hyperparameters (defaults: the paper's)")
     for f in dataclasses.fields(FPPConfig):
         default = f.default
-        text = f"{_CONFIG_HELP[f.name]} (default {default})"
+        text = _CONFIG_HELP[f.name]
+        if "(default" not in text:  # flat_weight and threads say what their None default means
+            text += f" (default {default})"
         if f.name == "share_prefix":
             g.add_argument(
                 "--no-share-prefix", dest="share_prefix", action="store_const", const=False, default=None, help=text
