@@ -258,8 +258,12 @@ def check_classnames(value: Any, name: str = "classnames") -> list[str]:
 
 
 def check_template(value: Any, name: str = "template") -> str:
-    """The words before the class name, whitespace-normalised; the class always goes at the end."""
-    if not isinstance(value, str) or not value.strip():
+    """The words before the class name, whitespace-normalised; the class always goes at the end.
+
+    Underscores are read as spaces, as TPT-family code reads ``--ctx_init a_photo_of_a``
+    (``ctx_init.replace("_", " ")``), so both spellings give the same prompt.
+    """
+    if not isinstance(value, str) or not value.replace("_", " ").strip():
         raise TemplateError(f"{name} must be a non-empty string such as {const.DEFAULT_TEMPLATE!r}, got {value!r}")
     for marker in ("[CLS]", "{}", "{classname}"):
         if marker in value:
@@ -267,7 +271,7 @@ def check_template(value: Any, name: str = "template") -> str:
                 f"{name} {value!r} places the class name with {marker!r}; FPP supports only the "
                 f"class at the end: give the words before it, e.g. {const.DEFAULT_TEMPLATE!r}"
             )
-    return " ".join(value.split())
+    return " ".join(value.replace("_", " ").split())
 
 
 def _error(cls: type[FPPError], message: str, param: str) -> FPPError:

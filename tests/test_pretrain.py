@@ -233,3 +233,17 @@ def test_other_context_length(tmp_path):
     assert prompt.ctx.shape == (4, 128)
     with pytest.raises(fpp_init.ClassNameError, match="context length is 24"):
         fpp_init.pretrain_flat_prompt(model, ["a very long class name " * 5], steps=1, progress=False)
+
+
+def test_tpt_spelling_of_the_template(tiny_clip, tmp_path):
+    """``a_photo_of_a`` (how TPT-family scripts write --ctx_init) is read as TPT reads it: 4 tokens, same prompt."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fpp_init.ContextLengthWarning)
+        tpt = fpp_init.pretrain_flat_prompt(tiny_clip, NAMES[:2], template="a_photo_of_a", steps=2, progress=False)
+    plain = fpp_init.pretrain_flat_prompt(tiny_clip, NAMES[:2], template="a photo of a", steps=2, progress=False)
+    assert tpt.n_ctx == 4 and tpt.template == "a photo of a"
+    assert torch.equal(tpt.ctx, plain.ctx)
+    with pytest.raises(fpp_init.TemplateError, match="must be a non-empty string"):
+        fpp_init.pretrain_flat_prompt(tiny_clip, NAMES[:2], template="___", steps=1, progress=False)

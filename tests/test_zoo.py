@@ -137,3 +137,11 @@ def test_a_changed_flat_weight_rebuilds_the_job(tmp_path: Path) -> None:
         str(tmp_path / "tiny.pt"), ["banded", "blotchy"], steps=2, seed=0, flat_weight=5.0, progress=False
     )
     assert rebuilt.config["flat_weight"] == 5.0 and torch.equal(rebuilt.ctx, single.ctx)
+
+
+def test_tpt_spelling_of_a_template_in_a_spec(spec: Path) -> None:
+    data = {"backbones": [str(spec.parent / "tiny-a.pt")], "classes": ["agnostic"], "templates": ["a_photo_of_a"]}
+    jobs, _, _ = load_zoo_spec(data)
+    assert [j.template for j in jobs] == ["a photo of a"]  # what the file records: a rerun finds it done
+    with pytest.raises(fpp_init.TemplateError, match=r"templates\[\] .*places the class name"):
+        load_zoo_spec({**data, "templates": ["a photo of a {}"]})

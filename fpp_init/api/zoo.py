@@ -38,7 +38,7 @@ import torch
 
 from .. import constants as const
 from .._io import atomic_write_bytes, check_writable_dir, read_classnames, read_toml
-from .._validate import check_classnames, check_int, check_str
+from .._validate import check_classnames, check_int, check_str, check_template
 from ..artifacts import FPPPrompt, read_prompt_file
 from ..artifacts.card import file_record, model_card
 from ..config import FPPConfig, as_config
@@ -124,7 +124,7 @@ def load_zoo_spec(spec: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[lis
     backbones = [_backbone(b, root) for b in _list(data, "backbones")]
     classes = [_class_set(c, root) for c in _list(data, "classes")]
     seeds = [check_int(s, "zoo spec: seeds[]", min=0, max=const.MAX_SEED) for s in _list(data, "seeds", [config.seed])]
-    templates = [check_str(t, "zoo spec: templates[]") for t in _list(data, "templates", [const.DEFAULT_TEMPLATE])]
+    templates = [check_template(t, "zoo spec: templates[]") for t in _list(data, "templates", [const.DEFAULT_TEMPLATE])]
     options = {
         "num_classes": check_int(
             data.get("num_classes", const.DEFAULT_AGNOSTIC_CLASSES), "zoo spec: num_classes", min=1

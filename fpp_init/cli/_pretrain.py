@@ -29,7 +29,9 @@ def register(sub: Any) -> None:
         "--num-classes", type=int, default=None, help="classes simulated with --class-agnostic (default 100)"
     )
     p.add_argument(
-        "--template", default=const.DEFAULT_TEMPLATE, help=f"hand-written prompt (default {const.DEFAULT_TEMPLATE!r})"
+        "--template",
+        default=const.DEFAULT_TEMPLATE,
+        help=f"hand-written prompt (default {const.DEFAULT_TEMPLATE!r}; underscores read as spaces, as TPT's --ctx_init)",
     )
     p.add_argument("--out", required=True, help="output .safetensors path (checked before any work)")
     p.add_argument("--cache", action="store_true", help="reuse / store the result in the local prompt cache")
