@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import secrets
 import shutil
@@ -23,13 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from . import constants as const
-from .errors import ClassNameError, ConfigError, FPPError, OutputError, PromptFileError
+from .errors import ConfigError, FPPError, OutputError, PromptFileError
 
 __all__ = [
     "default_cache_dir",
     "os_errors",
     "read_regular_file",
-    "read_classnames",
     "read_toml",
     "check_writable_file",
     "check_writable_dir",
@@ -39,7 +37,6 @@ __all__ = [
 ]
 
 _TMP_SUFFIX = ".tmp"
-_MAX_CLASSNAME_FILE = 64 * 2**20
 _MAX_TOML_FILE = 16 * 2**20
 _STALE_SECONDS = 24 * 3600
 
@@ -128,30 +125,6 @@ def read_regular_file(
     if total > limit:
         raise error(f"{shown!r} is larger than {limit} bytes; no {what} is that large (a wrong file?)")
     return b"".join(chunks)
-
-
-def read_classnames(path: str | os.PathLike[str]) -> list[str]:
-    """Class names from a file: a JSON list of strings, or one name per line (UTF-8)."""
-    data = read_regular_file(path, limit=_MAX_CLASSNAME_FILE, what="class-name file", error=ClassNameError)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ClassNameError(
-            f"class-name file {os.fspath(path)!r} is not UTF-8 text (byte {exc.start}: {data[exc.start : exc.start + 1]!r}); "
-            "save it as UTF-8"
-        ) from None
-    stripped = text.strip().lstrip("\ufeff")
-    if stripped.startswith("["):
-        try:
-            names = json.loads(stripped)
-        except json.JSONDecodeError as exc:
-            raise ClassNameError(
-                f"{os.fspath(path)!r} starts with '[' but is not valid JSON: {exc.msg} at line {exc.lineno}"
-            ) from None
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ClassNameError(f"{os.fspath(path)!r} must hold a JSON list of strings")
-        return names
-    return [line.strip() for line in text.lstrip("\ufeff").splitlines() if line.strip()]
 
 
 def read_toml(path: str | os.PathLike[str], what: str, param: str) -> dict[str, Any]:

@@ -7,20 +7,24 @@ CLI's ``--help`` and :class:`~fpp_init.FPPConfig` need no torch).
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from . import constants as const
-from ._io import default_cache_dir
-from .errors import ClassNameError, ConfigError, FPPError, PromptShapeError, TemplateError
+from ._io import default_cache_dir, read_regular_file
+from .errors import ClassNameError, ClassNameWarning, ConfigError, FPPError, PromptShapeError, TemplateError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 T = TypeVar("T")
+
+_MAX_CLASSNAME_FILE = 64 * 2**20
 
 __all__ = [
     "check_int",
@@ -34,6 +38,7 @@ __all__ = [
     "check_dtype",
     "check_ctx",
     "check_classnames",
+    "read_classnames",
     "check_template",
     "available_devices",
     "default_device",
@@ -237,8 +242,28 @@ def check_ctx(value: Any, what: str, *, width: int | None = None, n_ctx: int | N
     return value.detach()
 
 
-def check_classnames(value: Any, name: str = "classnames") -> list[str]:
-    """A non-empty list (or tuple) of non-blank strings."""
+Repeats = Literal["refuse", "warn", "allow"]
+
+_SHOWN_REPEATS = 3
+
+
+def check_classnames(
+    value: Any,
+    name: str = "classnames",
+    *,
+    repeats: Repeats = "refuse",
+    where: Sequence[str] | None = None,
+    empty_hint: str = " (or use class_agnostic=True)",
+) -> list[str]:
+    """A non-empty list (or tuple) of non-blank strings, each class named once.
+
+    ``repeats``: a name given twice is refused (``"refuse"``: :class:`ClassNameError`), only
+    warned about (``"warn"``: a live model's own class set, which the caller cannot change) or
+    accepted (``"allow"``: names recorded in a prompt file). Names that differ only in case,
+    spaces or underscores (``"Dog"`` / ``"dog"``) always just warn (:class:`ClassNameWarning`):
+    CLIP's tokenizer gives them the same prompt. ``where`` names each entry in messages (a
+    file's line numbers); by default ``name[i]``.
+    """
     if isinstance(value, str) or not isinstance(value, Sequence):
         raise ClassNameError(
             f"{name} must be a list of strings, got {type(value).__name__}"
@@ -246,7 +271,7 @@ def check_classnames(value: Any, name: str = "classnames") -> list[str]:
         )
     names = list(value)
     if not names:
-        raise ClassNameError(f"{name} is empty; pass at least one class name (or use class_agnostic=True)")
+        raise ClassNameError(f"{name} is empty; pass at least one class name{empty_hint}")
     if len(names) > const.MAX_NUM_CLASSES:
         raise ClassNameError(f"{name} has {len(names)} entries; at most {const.MAX_NUM_CLASSES} are supported")
     for i, item in enumerate(names):
@@ -254,7 +279,90 @@ def check_classnames(value: Any, name: str = "classnames") -> list[str]:
             raise ClassNameError(f"{name}[{i}] is {type(item).__name__} ({item!r}), not a string")
         if not item.strip():
             raise ClassNameError(f"{name}[{i}] is empty or blank")
+    if repeats != "allow":
+        _check_repeats(names, name, repeats, where)
     return names
+
+
+def _check_repeats(names: list[str], name: str, repeats: Repeats, where: Sequence[str] | None) -> None:
+    """Refuse (or warn about) exact repeats; warn about names that only case, spaces or underscores tell apart."""
+    at: dict[str, list[int]] = {}
+    folded: dict[str, list[int]] = {}
+    for i, item in enumerate(names):
+        at.setdefault(item, []).append(i)
+        folded.setdefault(" ".join(item.replace("_", " ").lower().split()), []).append(i)
+
+    def place(i: int) -> str:
+        if where is not None:
+            return where[i]
+        return f"{name}[{i}]" if name.isidentifier() else f"position {i}"
+
+    def places(group: list[int]) -> str:
+        shown = [place(i) for i in group]
+        return " and ".join(shown) if len(shown) == 2 else ", ".join(shown)
+
+    def listed(groups: list[list[int]], show: Any) -> str:
+        parts = [show(g) for g in groups[:_SHOWN_REPEATS]]
+        more = len(groups) - _SHOWN_REPEATS
+        return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+    exact = [g for g in at.values() if len(g) > 1]
+    if exact:
+        text = listed(exact, lambda g: f"{names[g[0]]!r} ({places(g)})")
+        verb = "is" if len(exact) == 1 else "are"
+        if repeats == "refuse":
+            raise ClassNameError(
+                f"{name}: {text} {verb} given more than once; name each class once (remove the repeat, or rename "
+                "one if they are different classes)"
+            )
+        warnings.warn(
+            f"{name}: {text} {verb} given more than once; their prompts are identical, so the model cannot tell "
+            "them apart; FPP pretrains with the class set as it is",
+            ClassNameWarning,
+            stacklevel=4,
+        )
+    near = [g for g in folded.values() if len({names[i] for i in g}) > 1]
+    if near:
+        text = listed(near, lambda g: " and ".join(f"{names[i]!r} ({place(i)})" for i in g if i == at[names[i]][0]))
+        warnings.warn(
+            f"{name}: {text} differ only in case, spaces or underscores; CLIP's tokenizer gives them the same "
+            "prompt, so the model cannot tell them apart: rename one if they are different classes",
+            ClassNameWarning,
+            stacklevel=4,
+        )
+
+
+def read_classnames(path: str | os.PathLike[str], *, empty_hint: str = "") -> list[str]:
+    """Class names from a file: a JSON list of strings, or one name per line (UTF-8), validated as
+    :func:`check_classnames` does (each class once), with the file and its line numbers in messages."""
+    shown = os.fspath(path)
+    data = read_regular_file(path, limit=_MAX_CLASSNAME_FILE, what="class-name file", error=ClassNameError)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ClassNameError(
+            f"class-name file {shown!r} is not UTF-8 text (byte {exc.start}: {data[exc.start : exc.start + 1]!r}); "
+            "save it as UTF-8"
+        ) from None
+    text = text.lstrip("\ufeff")
+    what = f"class-name file {shown!r}"
+    if text.strip().startswith("["):
+        try:
+            names = json.loads(text.strip())
+        except json.JSONDecodeError as exc:
+            raise ClassNameError(
+                f"{shown!r} starts with '[' but is not valid JSON: {exc.msg} at line {exc.lineno}"
+            ) from None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ClassNameError(f"{shown!r} must hold a JSON list of strings")
+        where = [f"entry {i + 1}" for i in range(len(names))]
+    else:
+        numbered = [(i + 1, line.strip()) for i, line in enumerate(text.splitlines()) if line.strip()]
+        names = [n for _, n in numbered]
+        where = [f"line {i}" for i, _ in numbered]
+    if not names:
+        raise ClassNameError(f"{what} holds no class names; write one name per line (or a JSON list){empty_hint}")
+    return check_classnames(names, what, where=where)
 
 
 def check_template(value: Any, name: str = "template") -> str:

@@ -47,6 +47,7 @@ __all__ = [
     "FPPWarning",
     "PromptMismatchWarning",
     "ContextLengthWarning",
+    "ClassNameWarning",
     "BeyondPaperWarning",
     "CacheWarning",
     "FastPathWarning",
@@ -151,6 +152,11 @@ class PromptMismatchWarning(FPPWarning):
 
 class ContextLengthWarning(FPPWarning):
     """A template gives a context length other than the TPT default (4 tokens)."""
+
+
+class ClassNameWarning(FPPWarning):
+    """Class names the model cannot tell apart: they differ only in case, spaces or underscores (CLIP's
+    tokenizer gives them the same prompt), or a live model's class set names a class twice."""
 
 
 class BeyondPaperWarning(FPPWarning):

@@ -71,6 +71,11 @@ PRETRAIN_CASES: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"names": ["banded", 3]}, ClassNameError, r"classnames\[1\] is int"),
     ({"names": ["banded", "  "]}, ClassNameError, r"classnames\[1\] is empty or blank"),
     ({"names": None}, ClassNameError, "classnames is required"),
+    (
+        {"names": ["cat", "dog", "cat", "Dog"]},
+        ClassNameError,
+        r"classnames: 'cat' \(classnames\[0\] and classnames\[2\]\) is given more than once; name each class once",
+    ),
     ({"names": ["word " * 80]}, ClassNameError, r"too long: its prompt .* takes 8[0-9] tokens .* context length is 77"),
     # templates
     ({"template": "a photo of a [CLS]."}, TemplateError, r"\[CLS\].*only the class at the end"),
@@ -398,3 +403,38 @@ def test_figure_options_are_checked_before_drawing(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="dpi must be an int in"):
         plot_sharpness([object()], dpi=0)
     assert os.listdir(tmp_path) == ["dir"]
+
+
+def test_class_names_only_case_tells_apart_warn(tiny_clip: torch.nn.Module) -> None:
+    with pytest.warns(fpp_init.ClassNameWarning) as caught:
+        prompt = run(tiny_clip, ["dog", "cat", "Dog", "willow_tree", "willow tree"], cache=False)
+    assert prompt.classnames == ["dog", "cat", "Dog", "willow_tree", "willow tree"]  # kept as given
+    [warning] = [w for w in caught if w.category is fpp_init.ClassNameWarning]
+    text = str(warning.message)
+    assert "'dog' (classnames[0]) and 'Dog' (classnames[2])" in text
+    assert "'willow_tree' (classnames[3]) and 'willow tree' (classnames[4])" in text
+    assert "differ only in case, spaces or underscores" in text
+
+
+def test_repeated_class_names_everywhere(tiny_clip: torch.nn.Module, tmp_path: Path) -> None:
+    """One validator, one class: pretrain, sharpness, a zoo class set; a live model's own set only warns."""
+    from fpp_init.api.zoo import load_zoo_spec
+
+    with pytest.raises(ClassNameError, match=r"'cat' \(classnames\[0\] and classnames\[2\]\)"):
+        fpp_init.sharpness(tiny_clip, "a photo of a", ["cat", "dog", "cat"], progress=False)
+    (tmp_path / "pets.txt").write_text("cat\n\ndog\ncat\n")
+    spec = {"backbones": ["ViT-B/16"], "classes": [str(tmp_path / "pets.txt")]}
+    with pytest.raises(ClassNameError, match=r"class-name file '.*pets.txt': 'cat' \(line 1 and line 4\) is given"):
+        load_zoo_spec(spec)
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(
+        ClassNameError, match=r"'.*empty.txt' holds no class names.* \(or list \"agnostic\" in classes\)"
+    ):
+        load_zoo_spec({**spec, "classes": [str(tmp_path / "empty.txt")]})
+    model = get_coop(tiny_clip, ["missile", "tank", "missile"])
+    with pytest.warns(
+        fpp_init.ClassNameWarning, match=r"'missile' \(position 0 and position 2\) is given more than once"
+    ):
+        handle = fpp_init.apply(model, steps=1, progress=False)
+    assert handle.prompt is not None and handle.prompt.classnames == ["missile", "tank", "missile"]
+    handle.remove()

@@ -198,3 +198,48 @@ def test_help_states_each_default_once(capsys: pytest.CaptureFixture[str]) -> No
     assert "--flat-weight X weight of the flatness loss (default: 1 + 15 / number of classes) --init" in text
     assert "(default: OMP_NUM_THREADS, else the idle CPUs this process may use)" in text
     assert "--lr X AdamW learning rate (default 0.01)" in text
+
+
+def test_class_name_file_mistakes_in_cli_words(
+    tmp_path: Path, tiny_ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "o.safetensors"
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    assert main(_pretrain_args(tiny_ckpt, empty, out)) == 2
+    err = _one_error(capsys, "pretrain")
+    assert f"class-name file {str(empty)!r} holds no class names" in err and "or pass --class-agnostic" in err
+    assert "class_agnostic=True" not in err
+    repeats = tmp_path / "pets.txt"
+    repeats.write_text("cat\ndog\ncat\nDog\n")
+    assert main(_pretrain_args(tiny_ckpt, repeats, out)) == 2
+    err = _one_error(capsys, "pretrain")
+    assert f"class-name file {str(repeats)!r}: 'cat' (line 1 and line 3) is given more than once" in err
+    case_only = tmp_path / "case.txt"
+    case_only.write_text("cat\ndog\nDog\n")
+    assert main([*_pretrain_args(tiny_ckpt, case_only, out), "--steps", "1", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "fpp-init pretrain: warning: class-name file" in err
+    assert "'dog' (line 2) and 'Dog' (line 3) differ only in case" in err
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_misspelt_flag_names_the_closest(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    for argv, command, hint in [
+        (
+            ["pretrain", "--clasnames", "x.txt", "--out", "o.safetensors"],
+            "pretrain",
+            "--clasnames; did you mean --classnames?",
+        ),
+        (["sharpness", "a photo of a", "--plto", "x.png"], "sharpness", "--plto; did you mean --plot?"),
+        (["inspect", "p.safetensors", "--jsn"], "inspect", "--jsn; did you mean --json?"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert err == f"fpp-init {command}: error: unknown flag {hint} (see 'fpp-init {command} --help')\n"
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--out", str(tmp_path / "o.safetensors")])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "usage:" not in err  # one line, no usage block

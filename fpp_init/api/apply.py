@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from .._runtime import cpu_threads, frozen
-from .._validate import check_bool, check_cache, check_device
+from .._validate import check_bool, check_cache, check_classnames, check_device
 from ..adapters import MAPLE_WARNING, Family, LiveModel, Snapshot
 from ..algorithm import optimize_flat_prompt
 from ..artifacts import FPPPrompt, as_prompt
@@ -172,6 +172,9 @@ class FPPHandle:
         key = request.key
         if key in self._memo:
             return self._memo[key]
+        names = live.classnames()
+        if names is not None:  # the codebase's own label set: warned about, not refused
+            check_classnames(names, "the model's class names", repeats="warn")
         hit = self._opts.cache.lookup(request) if self._opts.cache is not None else None
         if hit is not None:
             self._memo[key] = hit

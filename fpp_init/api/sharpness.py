@@ -111,8 +111,9 @@ def sharpness(
     if classnames is None:
         if fpp is None or not fpp.classnames:
             raise ClassNameError("classnames is required (the prompt carries no class names)")
-        classnames = fpp.classnames
-    names = check_classnames(classnames)
+        names = check_classnames(fpp.classnames, repeats="allow")  # the file's own record
+    else:
+        names = check_classnames(classnames)
     tm = text_model(model, device=device)
     if predefined_ctx is None and template is None:
         template = fpp.template if fpp is not None and fpp.template else const.DEFAULT_TEMPLATE

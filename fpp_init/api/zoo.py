@@ -37,8 +37,8 @@ from typing import Any
 import torch
 
 from .. import constants as const
-from .._io import atomic_write_bytes, check_writable_dir, read_classnames, read_toml
-from .._validate import check_classnames, check_int, check_str, check_template
+from .._io import atomic_write_bytes, check_writable_dir, read_toml
+from .._validate import check_int, check_str, check_template, read_classnames
 from ..artifacts import FPPPrompt, read_prompt_file
 from ..artifacts.card import file_record, model_card
 from ..config import FPPConfig, as_config
@@ -104,7 +104,7 @@ def _class_set(item: Any, root: Path) -> tuple[str, tuple[str, ...] | None]:
         file = check_str(item, "zoo spec: classes[]")
         name = Path(file).stem
     path = Path(os.path.expanduser(file))
-    names = check_classnames(read_classnames(str(path if path.is_absolute() else root / path)), f"class set {name!r}")
+    names = read_classnames(path if path.is_absolute() else root / path, empty_hint=' (or list "agnostic" in classes)')
     return _slug(name), tuple(names)
 
 

@@ -75,7 +75,8 @@ class FPPPrompt:
         if not isinstance(self.version, str):
             raise ConfigError(f"FPPPrompt.version must be a string, got {self.version!r}", param="version")
         if self.classnames is not None:
-            self.classnames = check_classnames(self.classnames, "FPPPrompt.classnames")
+            # (as recorded: files written before repeats were refused may hold some)
+            self.classnames = check_classnames(self.classnames, "FPPPrompt.classnames", repeats="allow")
         if not isinstance(self.class_agnostic, bool):
             raise ConfigError(
                 f"FPPPrompt.class_agnostic must be True or False, got {self.class_agnostic!r}", param="class_agnostic"

@@ -9,6 +9,7 @@ a pretraining checkpoint is written).
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
 import signal
@@ -17,7 +18,7 @@ import threading
 import traceback
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from .._version import __version__
 from ..errors import ConfigError, FPPError
@@ -27,8 +28,32 @@ from ._common import in_flags
 __all__ = ["main", "build_parser"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors, and the closest flag for a misspelt one (``--clasnames``:
+    did you mean ``--classnames``?) before any other complaint about the command line."""
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if args is not None and self._subparsers is None:  # a command's parser: its flags are all known here
+            self._check_flags(list(args))
+        return super().parse_known_args(args, namespace)
+
+    def _check_flags(self, args: list[str]) -> None:
+        known = [s for s in self._option_string_actions if s.startswith("--")]
+        for arg in args:
+            if arg == "--":
+                break
+            flag = arg.split("=", 1)[0]
+            if not flag.startswith("--") or len(flag) < 3 or any(k.startswith(flag) for k in known):
+                continue  # not a long flag, a known one, or an abbreviation argparse resolves
+            close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+            self.error(f"unknown flag {flag}" + (f"; did you mean {close[0]}?" if close else ""))
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fpp-init",
         description="Flatness-aware prompt pretraining (FPP) for test-time prompt tuning.",
     )

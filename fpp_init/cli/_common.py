@@ -10,7 +10,8 @@ import dataclasses
 import sys
 
 from .. import constants as const
-from .._io import read_classnames, read_toml
+from .._io import read_toml
+from .._validate import read_classnames
 from ..config import FPPConfig
 
 __all__ = [

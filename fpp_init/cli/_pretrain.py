@@ -55,7 +55,7 @@ def _rank() -> int:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)  # bad flags fail before anything is loaded
-    names = None if args.class_agnostic else read_classnames(args.classnames)
+    names = None if args.class_agnostic else read_classnames(args.classnames, empty_hint=", or pass --class-agnostic")
     writer = _rank() == 0
     if writer:
         check_writable_file(args.out, "--out")
