@@ -16,11 +16,22 @@ import logging
 import os
 import socket
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 from . import constants as const
+from ._validate import check_str
+from .errors import HubError
 
-__all__ = ["hub_offline", "hub_endpoint", "hub_reachable", "cache_only_reason", "quiet_hub", "cache_only"]
+__all__ = [
+    "hub_offline",
+    "hub_endpoint",
+    "hub_reachable",
+    "cache_only_reason",
+    "quiet_hub",
+    "cache_only",
+    "check_repo_id",
+]
 
 _TRUE = {"1", "on", "yes", "true"}
 
@@ -87,3 +98,20 @@ def cache_only(on: bool) -> Iterator[None]:
         yield
     finally:
         hf_constants.HF_HUB_OFFLINE = old
+
+
+def check_repo_id(repo_id: Any, name: str = "repo_id") -> str:
+    """An ``OWNER/NAME`` repository id, checked with huggingface_hub's own validator."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    check_str(repo_id, name, error=HubError)
+    if repo_id.count("/") != 1:
+        raise HubError(f"{name} {repo_id!r} must be OWNER/NAME, e.g. someone/fpp-prompts")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise HubError(
+            f"{name} {repo_id!r} is not a valid repository id OWNER/NAME (letters, digits, '-', '_', '.'): "
+            f"{' '.join(str(exc).split())}"
+        ) from None
+    return repo_id

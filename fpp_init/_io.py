@@ -28,6 +28,7 @@ __all__ = [
     "default_cache_dir",
     "os_errors",
     "read_regular_file",
+    "check_readable_file",
     "read_toml",
     "check_writable_file",
     "check_writable_dir",
@@ -79,18 +80,8 @@ def os_errors(error: type[FPPError], message: str) -> Iterator[None]:
 
 
 # -- reading --------------------------------------------------------------------------------------
-def read_regular_file(
-    path: str | os.PathLike[str],
-    *,
-    limit: int,
-    what: str = "file",
-    error: type[FPPError] = PromptFileError,
-) -> bytes:
-    """The bytes of a regular file of at most ``limit`` bytes; never blocks, never reads more.
-
-    FIFOs, devices, sockets and folders are refused before anything is read (the file is opened
-    non-blocking, then checked with ``fstat``), and reading stops after ``limit + 1`` bytes.
-    """
+def _open_regular(path: str | os.PathLike[str], what: str, error: type[FPPError]) -> int:
+    """A read-only descriptor of the regular file ``path`` (opened non-blocking: a FIFO never blocks)."""
     shown = os.fspath(path)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
@@ -113,6 +104,37 @@ def read_regular_file(
                     else "not a regular file"
                 )
                 raise error(f"{shown!r} is {kind}; only regular files are read as a {what}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def check_readable_file(
+    path: str | os.PathLike[str], *, what: str = "file", error: type[FPPError] = PromptFileError
+) -> Path:
+    """Raise ``error`` now unless ``path`` is a regular file this process can open for reading (the
+    messages of :func:`read_regular_file`); cheap, so that a mistake is answered before slow imports."""
+    os.close(_open_regular(path, what, error))
+    return Path(path)
+
+
+def read_regular_file(
+    path: str | os.PathLike[str],
+    *,
+    limit: int,
+    what: str = "file",
+    error: type[FPPError] = PromptFileError,
+) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes; never blocks, never reads more.
+
+    FIFOs, devices, sockets and folders are refused before anything is read (the file is opened
+    non-blocking, then checked with ``fstat``), and reading stops after ``limit + 1`` bytes.
+    """
+    shown = os.fspath(path)
+    fd = _open_regular(path, what, error)
+    try:
+        with os_errors(error, f"cannot read {what} {shown!r}"):
             chunks, total = [], 0
             while total <= limit:
                 chunk = os.read(fd, min(1 << 20, limit + 1 - total))

@@ -16,8 +16,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from . import constants as const
-from ._io import default_cache_dir, read_regular_file
-from .errors import ClassNameError, ClassNameWarning, ConfigError, FPPError, PromptShapeError, TemplateError
+from ._io import check_readable_file, default_cache_dir, read_regular_file
+from .errors import (
+    ClassNameError,
+    ClassNameWarning,
+    ConfigError,
+    FPPError,
+    ModelLoadError,
+    PromptFileError,
+    PromptShapeError,
+    TemplateError,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -34,7 +43,11 @@ __all__ = [
     "check_str",
     "check_path",
     "check_cache",
+    "check_device_name",
     "check_device",
+    "check_model_reference",
+    "check_prompt_path",
+    "is_prompt_path",
     "check_dtype",
     "check_ctx",
     "check_classnames",
@@ -149,13 +162,29 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def check_device_name(value: Any, name: str = "device", *, available: Sequence[str] | None = None) -> str:
+    """A device name torch can parse (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``), checked without torch;
+    whether the device exists here is :func:`check_device`'s question (it passes the ``available`` ones)."""
+    text = value.strip() if isinstance(value, str) else None
+    kind, _, index = (text or "").partition(":")
+    if text is None or kind not in const.DEVICE_TYPES or (index and not index.isdigit()) or text.endswith(":"):
+        use = f"one of {list(available)}" if available is not None else "'cpu', 'cuda', 'cuda:N' or 'mps'"
+        raise ConfigError(f"{name} {value!r} is not a device name; use {use}", param=name)
+    return text
+
+
 def check_device(value: Any, name: str = "device") -> torch.device:
     """A usable ``torch.device`` from a string (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``) or a device."""
     import torch
 
     if isinstance(value, str):
         try:
-            dev = torch.device(value.strip())
+            text = check_device_name(value, name)
+        except ConfigError:
+            check_device_name(value, name, available=available_devices())  # the same error, with what exists here
+            raise
+        try:
+            dev = torch.device(text)
         except (RuntimeError, ValueError):
             raise ConfigError(
                 f"{name} {value!r} is not a device name; use one of {available_devices()}", param=name
@@ -211,6 +240,84 @@ def check_dtype(value: Any, name: str = "dtype") -> torch.dtype:
             param=name,
         )
     return value
+
+
+# -- model references and prompt files (no torch: the CLI checks them before it imports torch) -----
+def _looks_like_path(text: str) -> bool:
+    return text.endswith(const.CHECKPOINT_SUFFIXES) or text.startswith((".", "/", "~"))
+
+
+def check_model_reference(value: Any, name: str = "model", *, known: Sequence[str] = const.CLIP_MODEL_NAMES) -> str:
+    """A model reference that can be resolved: a clip-anytorch name in ``known``, an existing checkpoint
+    file or model folder, ``open_clip:ARCH/PRETRAINED`` (its checkpoint file must exist when it names
+    one) or ``hf:ORG/REPO`` / ``hf:FOLDER``. :class:`ModelLoadError` otherwise; nothing is loaded."""
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value).strip():
+        raise ConfigError(f"{name} must be a model name or a checkpoint path, got {value!r}", param=name)
+    ref = os.fspath(value)
+    if ref.startswith(const.OPEN_CLIP_PREFIX):
+        rest = ref[len(const.OPEN_CLIP_PREFIX) :]
+        arch, _, pretrained = rest.partition("/")
+        if rest.startswith("hf-hub:"):
+            return ref  # (its form is the OpenCLIP loader's to check)
+        if pretrained and _looks_like_path(pretrained):
+            if not os.path.isfile(os.path.expanduser(pretrained)):
+                raise ModelLoadError(f"OpenCLIP checkpoint not found: {pretrained!r} (in {ref!r}); check the path")
+        elif not arch or not pretrained:
+            raise ModelLoadError(
+                f"OpenCLIP reference {ref!r} does not name the weights; use '{const.OPEN_CLIP_PREFIX}ARCH/PRETRAINED' "
+                f"(e.g. '{const.OPEN_CLIP_PREFIX}ViT-B-16/openai') or '{const.OPEN_CLIP_PREFIX}hf-hub:ORG/REPO'"
+            )
+        return ref
+    if ref.startswith(const.HF_PREFIX):
+        rest = ref[len(const.HF_PREFIX) :]
+        if not rest.strip():
+            raise ModelLoadError(
+                f"{ref!r} names no model; use '{const.HF_PREFIX}ORG/REPO' or '{const.HF_PREFIX}FOLDER'"
+            )
+        if rest.startswith((".", "/", "~")) and not os.path.isdir(os.path.expanduser(rest)):
+            raise ModelLoadError(f"transformers model folder not found: {rest!r}; check the path")
+        return ref
+    if ref in known:
+        return ref
+    if not os.path.exists(ref):
+        if _looks_like_path(ref):
+            raise ModelLoadError(f"CLIP checkpoint not found: {ref!r}; check the path")
+        raise ModelLoadError(
+            f"unknown CLIP model {ref!r}; use one of {list(known)}, the path of a checkpoint file, "
+            f"'{const.OPEN_CLIP_PREFIX}ARCH/PRETRAINED' (OpenCLIP) or '{const.HF_PREFIX}ORG/REPO' (transformers)"
+        )
+    if os.path.isdir(ref):
+        if not os.path.isfile(os.path.join(ref, "config.json")):
+            raise ModelLoadError(
+                f"{ref!r} is a folder; pass the checkpoint file inside it (or a transformers folder with config.json)"
+            )
+    else:
+        check_readable_file(ref, what="CLIP checkpoint", error=ModelLoadError)
+    return ref
+
+
+def is_prompt_path(text: str) -> bool:
+    """Whether ``text`` names a prompt file (by its suffix, or because the file exists) rather than a
+    template string."""
+    return text.endswith((const.SUFFIX, ".pt", ".pth")) or os.path.isfile(text)
+
+
+def check_prompt_path(value: Any, name: str = "source") -> Path:
+    """The local prompt file ``value`` names: it must be a regular, readable file (:class:`PromptFileError`;
+    a missing ``OWNER/REPO/FILE`` gets the ``hf://`` spelling as a hint). Read nothing, import nothing."""
+    path = check_path(value, name)
+    text = os.fspath(value)
+    if (
+        not path.exists()
+        and isinstance(value, str)
+        and text.count("/") >= 1
+        and ":" not in text
+        and not text.startswith((".", "/", "~"))
+    ):
+        hint = f"hf://{text}" if text.count("/") >= 2 else f"load_fpp_prompt({text!r}, 'FILE.safetensors')"
+        raise PromptFileError(f"prompt file not found: {text!r}. For a Hugging Face Hub file use {hint}")
+    check_readable_file(path, what="prompt file", error=PromptFileError)
+    return path
 
 
 # -- prompts ------------------------------------------------------------------------------------

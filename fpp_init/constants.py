@@ -73,6 +73,17 @@ HUB_PROBE_TIMEOUT = 3.0
 # Model references (see fpp_init.backbones).
 OPEN_CLIP_PREFIX = "open_clip:"
 HF_PREFIX = "hf:"
+#: clip-anytorch's model names (``clip.available_models()``: OpenAI's released checkpoints).
+CLIP_MODEL_NAMES = (
+    "RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B/32", "ViT-B/16", "ViT-L/14", "ViT-L/14@336px",
+)  # fmt: skip
+#: Suffixes of model checkpoint files (a reference ending so is a path, not a name).
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
+#: Device types ``torch.device`` parses (c10's DeviceType names).
+DEVICE_TYPES = (
+    "cpu", "cuda", "mps", "xpu", "hip", "meta", "hpu", "mtia", "maia", "xla", "lazy", "ipu", "ve", "fpga",
+    "vulkan", "mkldnn", "opengl", "opencl", "ideep", "privateuseone",
+)  # fmt: skip
 
 #: Hub ids of OpenAI CLIP checkpoints by clip-anytorch name (model cards' ``base_model``).
 OPENAI_HUB_IDS = {

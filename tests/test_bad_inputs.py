@@ -125,6 +125,7 @@ PRETRAIN_CASES: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"init_ctx": torch.full((4, 128), float("inf"))}, PromptShapeError, "init_ctx contains NaN or Inf"),
     # devices
     ({"device": "bogus"}, ConfigError, r"device 'bogus' is not a device name; use one of \['cpu'"),
+    ({"device": "cuda:x"}, ConfigError, r"device 'cuda:x' is not a device name"),
     ({"device": 3.5}, ConfigError, "device must be a device name"),
 ]
 

@@ -20,6 +20,7 @@ LAYERS = {
     "config": 2,
     "_runtime": 2,
     "plotting": 2,
+    "_zoospec": 3,
     "metrics": 3,
     "towers": 3,
     "algorithm": 4,

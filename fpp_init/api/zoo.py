@@ -28,124 +28,24 @@ import hashlib
 import json
 import logging
 import os
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .. import constants as const
-from .._io import atomic_write_bytes, check_writable_dir, read_toml
-from .._validate import check_int, check_str, check_template, read_classnames
+from .._io import atomic_write_bytes, check_writable_dir
+from .._zoospec import ZooJob, load_zoo_spec
 from ..artifacts import FPPPrompt, read_prompt_file
 from ..artifacts.card import file_record, model_card
-from ..config import FPPConfig, as_config
-from ..errors import ConfigError, FPPError
+from ..config import FPPConfig
+from ..errors import FPPError
 from . import _distributed
 from .pretrain import pretrain_flat_prompt
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ZooJob", "load_zoo_spec", "build_zoo"]
-
-
-@dataclass(frozen=True)
-class ZooJob:
-    """One prompt of the zoo."""
-
-    backbone: str  # label used in the file name
-    model: str  # what pretrain_flat_prompt loads
-    classes: str  # label: "agnostic" or the class set's name
-    classnames: tuple[str, ...] | None  # None: class-agnostic
-    seed: int
-    template: str
-    filename: str
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classnames) if self.classnames is not None else -1
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
-
-
-def _list(spec: Mapping[str, Any], key: str, default: list[Any] | None = None) -> list[Any]:
-    value = spec.get(key, default)
-    if not isinstance(value, list) or not value:
-        raise ConfigError(f"zoo spec: {key!r} must be a non-empty list, got {value!r}", param=key)
-    return value
-
-
-def _backbone(item: Any, root: Path) -> tuple[str, str]:
-    if isinstance(item, Mapping):
-        model = check_str(item.get("model"), "zoo spec: backbones[].model")
-        name = check_str(item.get("name", model), "zoo spec: backbones[].name")
-    else:
-        model = name = check_str(item, "zoo spec: backbones[]")
-    is_path = not model.startswith((const.OPEN_CLIP_PREFIX, const.HF_PREFIX)) and (
-        "." in Path(model).name or model.startswith((".", "/", "~"))
-    )
-    if is_path and not os.path.isabs(os.path.expanduser(model)):
-        model = str(root / model)
-    label = Path(name).stem if is_path and name == item else name
-    return _slug(label), model
-
-
-def _class_set(item: Any, root: Path) -> tuple[str, tuple[str, ...] | None]:
-    if item == "agnostic":
-        return "agnostic", None
-    if isinstance(item, Mapping):
-        file = check_str(item.get("file"), "zoo spec: classes[].file")
-        name = check_str(item.get("name", Path(file).stem), "zoo spec: classes[].name")
-    else:
-        file = check_str(item, "zoo spec: classes[]")
-        name = Path(file).stem
-    path = Path(os.path.expanduser(file))
-    names = read_classnames(path if path.is_absolute() else root / path, empty_hint=' (or list "agnostic" in classes)')
-    return _slug(name), tuple(names)
-
-
-def load_zoo_spec(spec: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[list[ZooJob], FPPConfig, dict[str, Any]]:
-    """The jobs, the shared :class:`FPPConfig` and the options (``num_classes``, ``shard_above``,
-    ``checkpoint_every``) of a spec."""
-    if isinstance(spec, Mapping):
-        data, root = dict(spec), Path.cwd()
-    else:
-        path = Path(spec)
-        data, root = read_toml(path, "zoo spec", "spec"), path.resolve().parent
-    known = {"backbones", "classes", "seeds", "templates", "config", "num_classes", "shard_above", "checkpoint_every"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"zoo spec: unknown key(s) {unknown}; known: {', '.join(sorted(known))}", param=unknown[0])
-    config = as_config(data.get("config") or {})
-    backbones = [_backbone(b, root) for b in _list(data, "backbones")]
-    classes = [_class_set(c, root) for c in _list(data, "classes")]
-    seeds = [check_int(s, "zoo spec: seeds[]", min=0, max=const.MAX_SEED) for s in _list(data, "seeds", [config.seed])]
-    templates = [check_template(t, "zoo spec: templates[]") for t in _list(data, "templates", [const.DEFAULT_TEMPLATE])]
-    options = {
-        "num_classes": check_int(
-            data.get("num_classes", const.DEFAULT_AGNOSTIC_CLASSES), "zoo spec: num_classes", min=1
-        ),
-        "shard_above": check_int(data.get("shard_above", 10**9), "zoo spec: shard_above", min=1),
-        "checkpoint_every": check_int(data.get("checkpoint_every", 50), "zoo spec: checkpoint_every", min=1),
-    }
-    jobs = []
-    for label, model in backbones:
-        for tag, names in classes:
-            for seed in seeds:
-                for i, template in enumerate(templates):
-                    suffix = f"_t{i}" if len(templates) > 1 else ""
-                    filename = f"fpp_{label}_{tag}_seed{seed}{suffix}{const.SUFFIX}"
-                    jobs.append(ZooJob(label, model, tag, names, seed, template, filename))
-    dupes = sorted({j.filename for j in jobs if [k.filename for k in jobs].count(j.filename) > 1})
-    if dupes:
-        raise ConfigError(
-            f"zoo spec: two jobs would write {dupes}; give backbones or class sets distinct names", param="spec"
-        )
-    return jobs, config, options
 
 
 def _finished(path: Path, job: ZooJob, config: FPPConfig, num_classes: int) -> FPPPrompt | None:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import constants as const
-from .._hubenv import hub_endpoint, hub_offline, hub_reachable, quiet_hub
+from .._hubenv import check_repo_id, hub_endpoint, hub_offline, hub_reachable, quiet_hub
 from .._validate import check_str
 from .._version import __version__
 from ..errors import ConfigError, HubError
@@ -69,23 +69,6 @@ class HubRef:
 def is_hub_ref(source: object) -> bool:
     """Whether ``source`` is a string starting with ``hf://``."""
     return isinstance(source, str) and source.startswith(const.HUB_SCHEME)
-
-
-def check_repo_id(repo_id: Any, name: str = "repo_id") -> str:
-    """An ``OWNER/NAME`` repository id, checked with huggingface_hub's own validator."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    check_str(repo_id, name, error=HubError)
-    if repo_id.count("/") != 1:
-        raise HubError(f"{name} {repo_id!r} must be OWNER/NAME, e.g. someone/fpp-prompts")
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as exc:
-        raise HubError(
-            f"{name} {repo_id!r} is not a valid repository id OWNER/NAME (letters, digits, '-', '_', '.'): "
-            f"{' '.join(str(exc).split())}"
-        ) from None
-    return repo_id
 
 
 def parse_hub_ref(ref: str, *, revision: str | None = None) -> HubRef:

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 
 from .. import constants as const
-from .._validate import check_bool, check_ctx, check_path, check_str
-from ..errors import ConfigError, HubError, PickleFileError, PromptFileError
+from .._validate import check_bool, check_ctx, check_path, check_prompt_path, check_str, is_prompt_path
+from ..errors import ConfigError, HubError, PickleFileError
 from . import hub
 from .files import PromptFile, read_prompt_file
 from .prompt import FPPPrompt
@@ -65,24 +65,7 @@ def resolve_path(
         raise HubError(
             f"revision={opts.revision!r} applies only to Hub sources, not to the local path {os.fspath(source)!r}"
         )
-    path = check_path(source, "source")
-    text = os.fspath(source)
-    if (
-        not path.exists()
-        and isinstance(source, str)
-        and text.count("/") >= 1
-        and ":" not in text
-        and not text.startswith((".", "/", "~"))
-    ):
-        hint = f"hf://{text}" if text.count("/") >= 2 else f"load_fpp_prompt({text!r}, 'FILE.safetensors')"
-        raise PromptFileError(f"prompt file not found: {text!r}. For a Hugging Face Hub file use {hint}")
-    return path
-
-
-def is_prompt_path(text: str) -> bool:
-    """Whether ``text`` names a prompt file (by its suffix, or because the file exists) rather than a
-    template string."""
-    return text.endswith((const.SUFFIX, ".pt", ".pth")) or os.path.isfile(text)
+    return check_prompt_path(source, "source")
 
 
 def read_source(

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .. import constants as const
-from .._validate import check_device, default_device
+from .._validate import check_device, check_model_reference, default_device
 from ..errors import ConfigError, ModelLoadError
 from ._base import TextModel, Tokenizer
 from .clip import is_clip_model, load_clip, text_model_from_clip
@@ -54,6 +54,8 @@ def _from_object(model: Any) -> TextModel:
 
 
 def _from_reference(ref: str, device: torch.device) -> TextModel:
+    if ref.startswith((const.OPEN_CLIP_PREFIX, const.HF_PREFIX)):
+        check_model_reference(ref)  # (clip-anytorch names are checked by load_clip, against clip's own list)
     if ref.startswith(const.OPEN_CLIP_PREFIX):
         return load_open_clip(ref[len(const.OPEN_CLIP_PREFIX) :], device)
     if ref.startswith(const.HF_PREFIX) or (Path(ref).is_dir() and (Path(ref) / "config.json").is_file()):

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import constants as const
 from .._runtime import global_rng_kept
+from .._validate import check_model_reference
 from ..errors import ModelLoadError
 from ..towers import CausalTextTower, openai_spec
 from ._base import TextModel, first_line
@@ -162,19 +162,10 @@ def load_clip(name_or_path: str | os.PathLike[str], device: torch.device) -> Tex
     Failures become :class:`ModelLoadError` with what to do.
     """
     clip = import_clip()
-    name = os.fspath(name_or_path)
     known = list(clip.available_models())
-    if name not in known and not os.path.exists(name):
-        if name.endswith((".pt", ".pth", ".bin", ".ckpt")) or name.startswith((".", "/", "~")):
-            raise ModelLoadError(f"CLIP checkpoint not found: {name!r}; check the path")
-        raise ModelLoadError(
-            f"unknown CLIP model {name!r}; use one of {known}, the path of a checkpoint file, "
-            f"'{const.OPEN_CLIP_PREFIX}ARCH/PRETRAINED' (OpenCLIP) or '{const.HF_PREFIX}ORG/REPO' (transformers)"
-        )
-    if os.path.isdir(name):
+    name = check_model_reference(name_or_path, known=known)
+    if os.path.isdir(name):  # a transformers folder is not clip-anytorch's
         raise ModelLoadError(f"{name!r} is a folder; pass the checkpoint file inside it")
-    if os.path.exists(name) and not os.path.isfile(name):
-        raise ModelLoadError(f"{name!r} is not a regular file; pass a CLIP checkpoint file")
     with global_rng_kept(device):
         try:
             with warnings.catch_warnings():

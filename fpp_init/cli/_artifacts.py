@@ -8,8 +8,11 @@ import os
 import sys
 from typing import Any
 
+from .._hubenv import check_repo_id
 from .._io import check_writable_dir, check_writable_file
+from .._validate import check_int
 from ..errors import ConfigError
+from ._common import check_sources
 
 
 def _add_source_options(p: argparse.ArgumentParser, *, revision: bool = True) -> None:
@@ -101,20 +104,26 @@ def _one_source(args: argparse.Namespace, what: str) -> str:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    # every flag and path first, before torch is imported: a mistake is answered at once
+    if args.coop or args.out:
+        _one_source(args, "--coop" if args.coop else "--out")
+        check_writable_file(args.coop or args.out, "--coop" if args.coop else "--out")
+    else:
+        check_writable_dir(args.hub, "--hub")
+    if args.epoch is not None:
+        check_int(args.epoch, "epoch", min=0)
+    check_sources(args.sources)
     from ..artifacts import build_hub_folder, export_coop
 
     if args.coop:
-        check_writable_file(args.coop, "--coop")
         prompt = _read(args, _one_source(args, "--coop")).prompt
         path = export_coop(prompt, args.coop, epoch=args.epoch)
         print(json.dumps({"coop": str(path), "n_ctx": prompt.n_ctx, "width": prompt.width}))
     elif args.out:
-        check_writable_file(args.out, "--out")
         prompt = _read(args, _one_source(args, "--out")).prompt
         path = prompt.save(args.out)
         print(json.dumps({"out": str(path), "n_ctx": prompt.n_ctx, "width": prompt.width}))
     else:
-        check_writable_dir(args.hub, "--hub")
         prompts = [_read(args, s).prompt for s in args.sources]
         written = build_hub_folder(
             prompts, args.hub, filenames=args.name, repo_id=args.repo_id, license=args.license, overwrite=args.force
@@ -124,9 +133,12 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_push(args: argparse.Namespace) -> int:
+    check_repo_id(args.repo_id, "--repo-id")  # every flag and path first, before torch is imported
+    folder = len(args.sources) == 1 and os.path.isdir(args.sources[0])
+    if not folder:
+        check_sources(args.sources)
     from ..api import push_fpp_prompt
 
-    folder = len(args.sources) == 1 and os.path.isdir(args.sources[0])
     prompts = args.sources[0] if folder else [_read(args, s).prompt for s in args.sources]
     url = push_fpp_prompt(
         prompts,
@@ -169,6 +181,7 @@ def summarize(source: str, found: Any) -> dict[str, Any]:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
+    check_sources([args.source])  # before torch is imported: a missing file is answered at once
     info = summarize(args.source, _read(args, args.source))
     if args.json:
         print(json.dumps(info, sort_keys=True))

@@ -7,17 +7,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 
 from .. import constants as const
 from .._io import read_toml
-from .._validate import read_classnames
+from .._validate import check_device_name, check_model_reference, check_prompt_path, read_classnames
 from ..config import FPPConfig
+from ..errors import ModelLoadError
 
 __all__ = [
     "read_classnames",
     "add_model_options",
     "model_reference",
+    "check_model_options",
+    "check_sources",
     "add_config_options",
     "config_from_args",
     "flag",
@@ -71,6 +75,27 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 def model_reference(args: argparse.Namespace) -> str:
     return str(args.weights or args.arch or const.DEFAULT_ARCH)
+
+
+def check_model_options(args: argparse.Namespace) -> None:
+    """``--weights`` / ``--arch`` / ``--device``, checked before torch is imported (a mistake is answered
+    at once, not after the seconds an import of torch takes)."""
+    if args.weights is not None and not os.path.exists(os.path.expanduser(args.weights)):
+        raise ModelLoadError(
+            f"--weights {args.weights!r}: no such file or folder; pass a local CLIP checkpoint or model folder "
+            f"(or --arch NAME, e.g. --arch {const.DEFAULT_ARCH})"
+        )
+    check_model_reference(model_reference(args), "weights" if args.weights is not None else "arch")
+    if args.device is not None:
+        check_device_name(args.device)
+
+
+def check_sources(sources: list[str]) -> None:
+    """Every local prompt file among ``sources`` exists and is a readable regular file (no torch needed);
+    ``hf://`` references are resolved later."""
+    for source in sources:
+        if not source.startswith(const.HUB_SCHEME):
+            check_prompt_path(source, "source")
 
 
 def add_config_options(p: argparse.ArgumentParser) -> None:

@@ -9,7 +9,18 @@ from typing import Any
 
 from .. import constants as const
 from .._io import check_writable_file
-from ._common import add_config_options, add_model_options, config_from_args, model_reference, read_classnames, say
+from .._validate import check_int, check_template
+from ..config import FPPConfig
+from ..errors import ConfigError
+from ._common import (
+    add_config_options,
+    add_model_options,
+    check_model_options,
+    config_from_args,
+    model_reference,
+    read_classnames,
+    say,
+)
 
 
 def register(sub: Any) -> None:
@@ -53,12 +64,27 @@ def _rank() -> int:
         return 0
 
 
-def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)  # bad flags fail before anything is loaded
+def _check(args: argparse.Namespace) -> tuple[FPPConfig, list[str] | None]:
+    """Every flag, file and path, checked before torch is imported: a mistake is answered at once."""
+    cfg = config_from_args(args)
     names = None if args.class_agnostic else read_classnames(args.classnames, empty_hint=", or pass --class-agnostic")
-    writer = _rank() == 0
-    if writer:
+    check_template(args.template, "--template")
+    if args.num_classes is not None:
+        if not args.class_agnostic:
+            raise ConfigError("--num-classes is only for --class-agnostic; with --classnames it is their count")
+        check_int(args.num_classes, "num_classes", min=1, max=const.MAX_NUM_CLASSES)
+    check_int(args.checkpoint_every, "checkpoint_every", min=1)
+    check_model_options(args)
+    if _rank() == 0:
         check_writable_file(args.out, "--out")
+    if args.checkpoint is not None:
+        check_writable_file(args.checkpoint, "--checkpoint")
+    return cfg, names
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg, names = _check(args)
+    writer = _rank() == 0
     from ..api import pretrain_flat_prompt
 
     prompt = pretrain_flat_prompt(

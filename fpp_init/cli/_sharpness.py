@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -10,8 +11,10 @@ from typing import Any
 
 from .. import constants as const
 from .._io import check_writable_file
+from .._validate import check_int, check_str, check_template, is_prompt_path
+from ..config import SharpnessConfig
 from ..errors import ClassNameError, ConfigError
-from ._common import add_model_options, model_reference, read_classnames
+from ._common import add_model_options, check_model_options, check_sources, model_reference, read_classnames
 
 
 def register(sub: Any) -> None:
@@ -80,16 +83,34 @@ def format_table(results: list[Any]) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
+def _check(args: argparse.Namespace) -> SharpnessConfig:
+    """Every flag, file and path, checked before torch is imported: a mistake is answered at once."""
     if args.plot:
         from ..plotting import require_matplotlib
 
         require_matplotlib()  # fail before the work, with the install hint
         check_writable_file(args.plot, "--plot")
-    factors = _factors(args.factors)
+        check_int(args.dpi, "dpi", min=10, max=2400)
+        check_str(args.title, "title", allow_none=True)
+    measure = SharpnessConfig(
+        factors=tuple(_factors(args.factors)), draws=args.draws, seed=args.seed, landscape=bool(args.plot),
+        span=args.span, points=args.points, points2d=args.points2d, direction_norm=args.direction_norm,
+    )  # fmt: skip
+    for text in args.prompts:
+        if not is_prompt_path(text):
+            check_template(text, "PROMPT")
+    check_sources([text for text in args.prompts if is_prompt_path(text)])
+    if args.template is not None:
+        check_template(args.template, "--template")
+    check_model_options(args)
+    return measure
+
+
+def run(args: argparse.Namespace) -> int:
+    measure = _check(args)
     names = read_classnames(args.classnames) if args.classnames else None
     from ..api import sharpness
-    from ..artifacts import is_prompt_path, read_source
+    from ..artifacts import read_source
     from ..backbones import text_model
 
     items: list[tuple[str, Any]] = []
@@ -103,8 +124,7 @@ def run(args: argparse.Namespace) -> int:
         if names is None:
             raise ClassNameError("pass --classnames FILE (no prompt file carries class names)")
     model = text_model(model_reference(args), device=args.device)
-    options = dict(factors=factors, draws=args.draws, seed=args.seed, landscape=bool(args.plot), span=args.span)
-    options.update(points=args.points, points2d=args.points2d, direction_norm=args.direction_norm)
+    options = dataclasses.asdict(measure)
     results = [
         sharpness(model, item, names, template=args.template, label=label, progress=not args.quiet, **options)
         for label, item in items

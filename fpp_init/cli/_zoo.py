@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from .._io import check_writable_dir
+from .._zoospec import load_zoo_spec
 
 
 def register(sub: Any) -> None:
@@ -27,6 +28,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    load_zoo_spec(args.spec)  # the spec, its class files and model paths, before torch is imported
     check_writable_dir(args.out, "--out")
     from ..api.zoo import build_zoo
 
