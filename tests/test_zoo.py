@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,13 @@ def test_build_rerun_and_resume(
         assert entry["fingerprint"] == prompt.fingerprint and entry["seed"] == 3 == prompt.config["seed"]
         assert entry["final_losses"] == prompt.final_losses and prompt.config["steps"] == 4
         assert (prompt.num_classes, entry["classes"]) in ((5, "agnostic"), (3, "dtd"))
+    # nothing local in what is published: model files by name and sha256, no folder of this machine
+    for entry, model in zip(manifest, ["tiny-a.pt", "tiny-a.pt", "tiny-b.pt", "tiny-b.pt"], strict=True):
+        assert entry["model"] == model
+        assert entry["model_sha256"] == hashlib.sha256((spec.parent / model).read_bytes()).hexdigest()
+    for name in ("manifest.json", "README.md"):
+        text = (out / name).read_text()
+        assert str(spec.parent) not in text and str(tmp_path) not in text and os.path.expanduser("~") not in text
     card = ModelCard.load(out / "README.md")
     assert [r["file"] for r in card.data.to_dict()["fpp_init"]["files"]] == files
     assert all(f in card.text for f in files) and 'load_fpp_prompt("hf://' in card.text
@@ -145,3 +153,36 @@ def test_tpt_spelling_of_a_template_in_a_spec(spec: Path) -> None:
     assert [j.template for j in jobs] == ["a photo of a"]  # what the file records: a rerun finds it done
     with pytest.raises(fpp_init.TemplateError, match=r"templates\[\] .*places the class name"):
         load_zoo_spec({**data, "templates": ["a photo of a {}"]})
+
+
+def test_public_model_names_nothing_local(tmp_path: Path) -> None:
+    from fpp_init.api.zoo import public_model
+
+    weights = tmp_path / "alice" / "ViT-B-16.pt"
+    weights.parent.mkdir()
+    weights.write_bytes(b"weights")
+    digest = hashlib.sha256(b"weights").hexdigest()
+    assert public_model(str(weights)) == {"model": "ViT-B-16.pt", "model_sha256": digest}
+    assert public_model(f"open_clip:ViT-B-16/{weights}") == {
+        "model": "open_clip:ViT-B-16/ViT-B-16.pt",
+        "model_sha256": digest,
+    }
+    folder = tmp_path / "my-hf-clip"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    entry = public_model(f"hf:{folder}")
+    assert entry["model"] == "hf:my-hf-clip" and len(entry["model_sha256"]) == 64
+    assert public_model(str(folder)) == entry
+    for name in ("ViT-B/16", "open_clip:ViT-B-32/openai", "hf:openai/clip-vit-base-patch16", "open_clip:hf-hub:o/r"):
+        assert public_model(name) == {"model": name}
+
+
+def test_push_refuses_a_manifest_with_a_local_path(tmp_path: Path) -> None:
+    from test_hub import make_prompt
+
+    make_prompt().save(tmp_path / "fpp_x_agnostic_seed0.safetensors")
+    (tmp_path / "manifest.json").write_text(
+        json.dumps([{"file": "fpp_x_agnostic_seed0.safetensors", "model": "/data/models/ViT-B-16.pt"}])
+    )
+    with pytest.raises(fpp_init.ConfigError, match=r"records the local path '/data/models/ViT-B-16\.pt'.*fpp-init zoo"):
+        fpp_init.push_fpp_prompt(tmp_path, "someone/prompts")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -33,7 +34,30 @@ def _expand_folders(
     if filenames is not None:
         raise ConfigError("filenames cannot be given with a folder: its files keep their names", param="filenames")
     manifest = folder / "manifest.json"
+    if manifest.is_file():
+        _check_public(manifest)
     return files, [p.name for p in files], [manifest] if manifest.is_file() else []
+
+
+def _check_public(manifest: Path) -> None:
+    """A manifest written before zoo recorded only public names may hold a local model path: not for upload."""
+    try:
+        entries = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return  # not ours to judge: uploaded as it is
+    for entry in entries if isinstance(entries, list) else []:
+        model = entry.get("model") if isinstance(entry, dict) else None
+        if not isinstance(model, str):
+            continue
+        ref = model.removeprefix(const.HF_PREFIX)
+        if model.startswith(const.OPEN_CLIP_PREFIX):
+            ref = model[len(const.OPEN_CLIP_PREFIX) :].partition("/")[2]
+        if os.path.isabs(ref) or ref.startswith("~"):
+            raise ConfigError(
+                f"{str(manifest)!r} records the local path {model!r} (written by an older fpp-init); run the same "
+                "fpp-init zoo command again to rewrite it with the file's name and sha256, then push",
+                param="sources",
+            )
 
 
 def push_fpp_prompt(

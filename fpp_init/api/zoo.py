@@ -18,8 +18,10 @@ Relative paths are relative to the spec file. Each job writes ``fpp_<backbone>_<
 already holds the prompt it would make is skipped; an interrupted job resumes from its checkpoint in
 ``<out>/.checkpoints``. Under ``torchrun`` the jobs are dealt out to the ranks (one job per rank at a
 time); jobs with more than ``shard_above`` classes run first, on all ranks together, class-sharded.
-Finally rank 0 writes ``manifest.json`` (file, backbone, classes, seed, template, fingerprint, final
-losses, sha256 per prompt) and a ``README.md`` model card: the folder is ready for ``fpp-init push``.
+Finally rank 0 writes ``manifest.json`` (file, backbone, model, classes, seed, template, fingerprint,
+final losses, sha256 per prompt) and a ``README.md`` model card: the folder is ready for ``fpp-init push``.
+Nothing local goes into them: a model given as a path is recorded by its file name and sha256
+(:func:`public_model`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Any
 
 import torch
 
+from .. import constants as const
 from .._io import atomic_write_bytes, check_writable_dir
 from .._zoospec import ZooJob, load_zoo_spec
 from ..artifacts import FPPPrompt, read_prompt_file
@@ -45,7 +48,7 @@ from .pretrain import pretrain_flat_prompt
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ZooJob", "load_zoo_spec", "build_zoo"]
+__all__ = ["ZooJob", "load_zoo_spec", "build_zoo", "public_model"]
 
 
 def _finished(path: Path, job: ZooJob, config: FPPConfig, num_classes: int) -> FPPPrompt | None:
@@ -112,18 +115,59 @@ def build_zoo(
     return [{k: v for k, v in e.items() if k != "record"} for e in entries]
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _folder_sha256(folder: Path) -> str:
+    """sha256 over the folder's files: each relative path and its content's sha256, in sorted order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{_sha256(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def public_model(model: str) -> dict[str, str]:
+    """What a published file may say about a job's model: its public name, or for a local checkpoint its
+    file name and sha256 (a folder: its name and the sha256 of its files), never a local path (which
+    names users, hosts and mounts)."""
+    prefix, ref = "", model
+    for p in (const.OPEN_CLIP_PREFIX, const.HF_PREFIX):
+        if model.startswith(p):
+            prefix, ref = p, model[len(p) :]
+    if prefix == const.OPEN_CLIP_PREFIX:
+        arch, _, pretrained = ref.partition("/")
+        local = Path(pretrained).expanduser()
+        if ref.startswith("hf-hub:") or not local.is_file():
+            return {"model": model}
+        return {"model": f"{prefix}{arch}/{local.name}", "model_sha256": _sha256(local)}
+    local = Path(ref).expanduser()
+    if local.is_dir():
+        return {"model": f"{const.HF_PREFIX}{local.resolve().name}", "model_sha256": _folder_sha256(local)}
+    if local.is_file():
+        return {"model": local.name, "model_sha256": _sha256(local)}
+    return {"model": model}  # a public name: a clip name, open_clip:ARCH/TAG, hf:ORG/REPO
+
+
 def _manifest(folder: Path, jobs: list[ZooJob], config: FPPConfig, num_classes: int) -> list[dict[str, Any]]:
     entries = []
+    models: dict[str, dict[str, str]] = {}  # each checkpoint hashed once
     for job in jobs:
         path = folder / job.filename
         prompt = _finished(path, job, config, num_classes)
         if prompt is None:
             raise FPPError(f"zoo: {job.filename} was not built; run the same command again")
+        if job.model not in models:
+            models[job.model] = public_model(job.model)
         entries.append(
             {
                 "file": job.filename,
                 "backbone": prompt.backbone,
-                "model": job.model,
+                **models[job.model],
                 "classes": job.classes,
                 "num_classes": prompt.num_classes,
                 "seed": job.seed,
