@@ -30,6 +30,9 @@ DEFAULT_CHUNK_CLASSES = 128
 #: Steps between two checks for NaN / Inf losses during optimisation (one device sync each).
 FINITE_CHECK_EVERY = 25
 
+#: Runs asked for more steps than this get a warning with their estimated time (10x the paper's).
+LONG_RUN_STEPS = 10 * DEFAULT_STEPS
+
 # Limits of accepted values (far beyond any real use; they keep bad input from reaching torch).
 MAX_STEPS = 10**9
 MAX_SEED = 2**63 - 1

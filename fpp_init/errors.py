@@ -48,6 +48,7 @@ __all__ = [
     "PromptMismatchWarning",
     "ContextLengthWarning",
     "ClassNameWarning",
+    "LongRunWarning",
     "BeyondPaperWarning",
     "CacheWarning",
     "FastPathWarning",
@@ -157,6 +158,10 @@ class ContextLengthWarning(FPPWarning):
 class ClassNameWarning(FPPWarning):
     """Class names the model cannot tell apart: they differ only in case, spaces or underscores (CLIP's
     tokenizer gives them the same prompt), or a live model's class set names a class twice."""
+
+
+class LongRunWarning(FPPWarning):
+    """A run was asked for far more steps than the paper's 1000; the message estimates how long it takes."""
 
 
 class BeyondPaperWarning(FPPWarning):

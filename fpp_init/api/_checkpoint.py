@@ -24,7 +24,7 @@ from ..errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FileCheckpoint"]
+__all__ = ["FileCheckpoint", "completed_steps"]
 
 _FORMAT = "fpp-init-checkpoint"
 _VERSION = 1
@@ -106,3 +106,15 @@ class FileCheckpoint:
         if self._writer:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
+
+
+def completed_steps(path: str | os.PathLike[str]) -> int | None:
+    """The steps a checkpoint file records as done (what a run with it resumes after), or ``None`` when
+    there is no usable checkpoint there (the run itself then says why, or starts afresh)."""
+    try:
+        data = read_regular_file(path, limit=_MAX_BYTES, what="checkpoint", error=CheckpointError)
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    step = obj.get("step") if isinstance(obj, dict) and obj.get("format") == _FORMAT else None
+    return step if isinstance(step, int) else None

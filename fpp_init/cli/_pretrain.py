@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from typing import Any
 
 from .. import constants as const
@@ -52,7 +53,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--checkpoint-every", type=int, default=50, metavar="N", help="steps between checkpoints (default 50)"
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line (the JSON line stays)")
     add_config_options(p)
     p.set_defaults(func=run)
 
@@ -86,6 +87,14 @@ def run(args: argparse.Namespace) -> int:
     cfg, names = _check(args)
     writer = _rank() == 0
     from ..api import pretrain_flat_prompt
+    from ..api._checkpoint import completed_steps
+
+    resumed = (
+        completed_steps(args.checkpoint) if args.checkpoint is not None and os.path.exists(args.checkpoint) else None
+    )
+    if resumed is not None and writer and not args.quiet:
+        say(f"resuming from {args.checkpoint} after step {resumed} of {cfg.steps}")
+    start = time.monotonic()
 
     prompt = pretrain_flat_prompt(
         model_reference(args),
@@ -105,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
     if prompt.cache_entry is not None:
         say(f"from cache (key {prompt.cache_entry.stem}, {prompt.cache_entry})")
     path = prompt.save(args.out)
+    if not args.quiet:
+        say(_summary(prompt, cfg.steps, resumed, time.monotonic() - start, path))
     summary: dict[str, Any] = {
         "out": str(path),
         "n_ctx": prompt.n_ctx,
@@ -115,3 +126,16 @@ def run(args: argparse.Namespace) -> int:
     summary.update({k: round(v, 6) for k, v in prompt.final_losses.items()})
     print(json.dumps(summary))
     return 0
+
+
+def _summary(prompt: Any, steps: int, resumed: int | None, seconds: float, path: Any) -> str:
+    """One human line beside the JSON one: what ran, the final losses, how long, where it went."""
+    losses = prompt.final_losses
+    shown = ", ".join(f"{k} {losses[k]:.4f}" for k in ("align", "flat", "loss", "cos") if k in losses)
+    if prompt.cache_entry is not None:
+        what = "taken from the cache"
+    else:
+        what = f"{steps} steps" + (f" (resumed after step {resumed})" if resumed else "")
+    minutes, secs = divmod(seconds, 60)
+    took = f"{int(minutes)} min {secs:.0f} s" if minutes else f"{secs:.1f} s"
+    return f"done: {what} in {took}; final losses: {shown or 'none'}; wrote {path}"
