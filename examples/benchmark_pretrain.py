@@ -65,11 +65,11 @@ from pathlib import Path
 
 import torch
 
-from fpp_init import FPPConfig
+from fpp_init import FPPConfig, import_clip
 from fpp_init._runtime import cpu_threads
 from fpp_init.algorithm import optimize_flat_prompt
 from fpp_init.backbones import build_class_prompts, text_model
-from fpp_init.backbones.clip import ClipTokenizer, import_clip
+from fpp_init.backbones.clip import ClipTokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "classnames"

@@ -29,9 +29,9 @@ SHAPES = {
 
 def build_random_clip(width: int = 128, layers: int = 2, seed: int = 0, context_length: int = 77) -> torch.nn.Module:
     """A clip-anytorch ``CLIP`` with random weights: the real 49408-token vocabulary, ``width // 64`` heads."""
-    from fpp_init.backbones.clip import import_clip
+    import fpp_init
 
-    clip = import_clip()
+    clip = fpp_init.import_clip()  # `import clip` fails where setuptools >= 82 has no pkg_resources
     with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG alone
         torch.manual_seed(seed)
         model = clip.model.CLIP(

@@ -13,6 +13,8 @@ The public API::
     SharpnessConfig, SharpnessResult
     metrics                calibration metrics (ECE, MCE, AECE, SCE, AURC, accuracy)
     apply, FPPHandle       one-line FPP initialisation of a live TPT-family model (undoable)
+    import_clip, load_clip clip-anytorch's module / clip.load, also where ``import clip`` fails
+                           (setuptools >= 82 has no pkg_resources)
     FPPError and subclasses; FPPWarning and subclasses
 
 Layers, each importing only from those below it::
@@ -69,6 +71,8 @@ if TYPE_CHECKING:  # pragma: no cover
         FPPHandle,
         apply,
         fingerprint_model,
+        import_clip,
+        load_clip,
         load_fpp_prompt,
         pretrain_flat_prompt,
         push_fpp_prompt,
@@ -86,6 +90,8 @@ _LAZY = {
     "fingerprint_model": ".api",
     "sharpness": ".api",
     "apply": ".api",
+    "import_clip": ".api",
+    "load_clip": ".api",
     "FPPHandle": ".api",
     "FPPPrompt": ".artifacts",
     "save_fpp_prompt": ".artifacts",
@@ -108,6 +114,8 @@ __all__ = [
     "metrics",
     "apply",
     "FPPHandle",
+    "import_clip",
+    "load_clip",
     "FPPPrompt",
     "FPPConfig",
     "FPPError",

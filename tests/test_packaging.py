@@ -41,8 +41,8 @@ def test_clip_imports_without_pkg_resources(setup):
         except ImportError:
             pass
         import fpp_init
-        from fpp_init.backbones.clip import ClipTokenizer, import_clip
-        clip = import_clip()
+        from fpp_init.backbones.clip import ClipTokenizer
+        clip = fpp_init.import_clip()  # the public, documented way
         assert clip.tokenize(["a photo of a dog."]).shape == (1, 77)
         assert len(ClipTokenizer().encode("a photo of a")) == 4
         # the stand-in is gone again: nobody else sees a fake pkg_resources
@@ -83,3 +83,81 @@ def test_cli_help_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_public_clip_helpers_where_import_clip_fails(tmp_path: Path) -> None:
+    """A fresh environment (setuptools >= 82): ``import clip`` fails; ``fpp_init.import_clip()`` and
+    ``fpp_init.load_clip()`` work, and ``import clip`` works after them."""
+    import torch
+    from conftest import build_tiny_clip
+
+    weights = tmp_path / "tiny.pt"
+    torch.save(build_tiny_clip(64, layers=1).state_dict(), weights)
+    code = BLOCK_PKG_RESOURCES + textwrap.dedent(
+        f"""
+        try:
+            import clip
+            raise SystemExit("precondition failed: import clip worked without pkg_resources")
+        except ModuleNotFoundError as exc:
+            assert exc.name == "pkg_resources", exc
+        for name in [m for m in sys.modules if m == "clip" or m.startswith("clip.")]:
+            del sys.modules[name]  # the half-imported package
+        import torch, fpp_init
+        clip = fpp_init.import_clip()
+        import clip as again
+        assert again is clip and again.tokenize(["a dog."]).shape == (1, 77)
+        rng = torch.get_rng_state()
+        model, preprocess = fpp_init.load_clip({str(weights)!r}, device="cpu")
+        assert torch.equal(torch.get_rng_state(), rng) and not model.training
+        assert isinstance(model, clip.model.CLIP) and callable(preprocess)
+        reference, _ = clip.load({str(weights)!r}, device="cpu", jit=False)
+        tokens = clip.tokenize(["a photo of a dog."])
+        with torch.no_grad():
+            assert torch.equal(model.encode_text(tokens), reference.encode_text(tokens))
+        try:
+            fpp_init.load_clip({str(tmp_path / "absent.pt")!r})
+        except fpp_init.ModelLoadError as exc:
+            assert "CLIP checkpoint not found" in str(exc)
+        else:
+            raise SystemExit("a missing checkpoint was not refused")
+        print("OK")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("OK")
+
+
+def test_examples_fix_the_vendored_pkg_resources_import(tmp_path: Path) -> None:
+    """Each examples/<repo>/README.md gives a one-line sed for its vendored clip/clip.py; applied to the
+    statements those files hold, the module imports without pkg_resources and its version check runs."""
+    import re
+    import shutil
+
+    root = Path(__file__).resolve().parents[1] / "examples"
+    readmes = sorted(root.glob("*/README.md"))
+    assert len(readmes) >= 10
+    fixed = []
+    for readme in readmes:
+        text = readme.read_text()
+        assert "python -m pip install /path/to/fpp-init -c keep.txt" in text, readme  # keeps the env's torch
+        found = re.findall(
+            r"^sed -i '(s/\^from pkg_resources import packaging\$/import packaging\.version/)' (\S+)$", text, re.M
+        )
+        if readme.parent.name == "promptalign":
+            assert not found and "needs no change" in text
+            continue
+        [(script, target)] = found
+        repo = tmp_path / readme.parent.name
+        (repo / target).parent.mkdir(parents=True)
+        (repo / target).write_text(
+            "import torch\nfrom pkg_resources import packaging\n\n"
+            'if packaging.version.parse(torch.__version__) < packaging.version.parse("1.7.1"):\n'
+            '    raise SystemExit("old torch")\nOK = True\n'
+        )
+        assert shutil.which("sed") is not None
+        subprocess.run(["sed", "-i", script, target], cwd=repo, check=True)
+        fixed.append(str(repo / target))
+    code = BLOCK_PKG_RESOURCES + f"import runpy\nfor f in {fixed!r}:\n    assert runpy.run_path(f)['OK']\nprint('OK')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "OK", out.stderr

@@ -22,7 +22,7 @@ from .. import constants as const
 from .._validate import check_device, check_model_reference, default_device
 from ..errors import ConfigError, ModelLoadError
 from ._base import TextModel, Tokenizer
-from .clip import is_clip_model, load_clip, text_model_from_clip
+from .clip import is_clip_model, load_clip_text_model, text_model_from_clip
 from .hf import load_hf, text_model_from_hf
 from .open_clip import load_open_clip, text_model_from_open_clip
 from .prompts import ClassPrompts, build_class_prompts
@@ -55,12 +55,12 @@ def _from_object(model: Any) -> TextModel:
 
 def _from_reference(ref: str, device: torch.device) -> TextModel:
     if ref.startswith((const.OPEN_CLIP_PREFIX, const.HF_PREFIX)):
-        check_model_reference(ref)  # (clip-anytorch names are checked by load_clip, against clip's own list)
+        check_model_reference(ref)  # (clip-anytorch names are checked by clip_load, against clip's own list)
     if ref.startswith(const.OPEN_CLIP_PREFIX):
         return load_open_clip(ref[len(const.OPEN_CLIP_PREFIX) :], device)
     if ref.startswith(const.HF_PREFIX) or (Path(ref).is_dir() and (Path(ref) / "config.json").is_file()):
         return load_hf(ref[len(const.HF_PREFIX) :] if ref.startswith(const.HF_PREFIX) else ref, device)
-    return load_clip(ref, device)
+    return load_clip_text_model(ref, device)
 
 
 def text_model(model: Any, *, device: Any = None) -> TextModel:

@@ -26,7 +26,15 @@ from ._base import TextModel, first_line
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["import_clip", "ClipTokenizer", "load_clip", "is_clip_model", "text_model_from_clip", "infer_backbone"]
+__all__ = [
+    "import_clip",
+    "ClipTokenizer",
+    "clip_load",
+    "load_clip_text_model",
+    "is_clip_model",
+    "text_model_from_clip",
+    "infer_backbone",
+]
 
 #: Attributes of a clip-anytorch ``CLIP`` that the text side uses.
 CLIP_TEXT_ATTRS = ("token_embedding", "positional_embedding", "transformer", "ln_final", "text_projection")
@@ -155,12 +163,9 @@ def text_model_from_clip(model: nn.Module, backbone: str | None = None) -> TextM
     )
 
 
-def load_clip(name_or_path: str | os.PathLike[str], device: torch.device) -> TextModel:
-    """Load a CLIP model by clip-anytorch name or checkpoint path.
-
-    The caller's global RNG state is preserved (building the modules draws from it).
-    Failures become :class:`ModelLoadError` with what to do.
-    """
+def clip_load(name_or_path: str | os.PathLike[str], device: torch.device, *, jit: bool = False) -> tuple[Any, Any]:
+    """``clip.load(name_or_path, device, jit=jit)``: ``(model, preprocess)``, with the checks and messages of
+    fpp-init (:class:`ModelLoadError` saying what to do, e.g. offline) and the caller's global RNG kept."""
     clip = import_clip()
     known = list(clip.available_models())
     name = check_model_reference(name_or_path, known=known)
@@ -170,7 +175,7 @@ def load_clip(name_or_path: str | os.PathLike[str], device: torch.device) -> Tex
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load deprecation
-                model, _ = clip.load(name, device=str(device), jit=False)
+                model, preprocess = clip.load(name, device=str(device), jit=jit)
         except (OSError, ConnectionError) as exc:  # urllib errors are OSErrors
             if name in known:
                 raise ModelLoadError(
@@ -184,5 +189,12 @@ def load_clip(name_or_path: str | os.PathLike[str], device: torch.device) -> Tex
                 "expected an OpenAI CLIP TorchScript archive or a state_dict saved with torch.save"
             ) from None
     logger.info("loaded CLIP %s on %s", name, device)
+    return model, preprocess
+
+
+def load_clip_text_model(name_or_path: str | os.PathLike[str], device: torch.device) -> TextModel:
+    """The :class:`TextModel` of a CLIP model loaded by clip-anytorch name or checkpoint path (:func:`clip_load`)."""
+    model, _ = clip_load(name_or_path, device)
+    name = os.fspath(name_or_path)
     backbone = infer_backbone(getattr(model, "visual", None)) or (Path(name).name if os.path.exists(name) else name)
     return text_model_from_clip(model.eval(), backbone)
