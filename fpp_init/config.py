@@ -158,9 +158,12 @@ class SharpnessConfig:
         seed: seed of the private generator (noise and landscape directions).
         landscape: also compute the 1-D slice (``points`` steps in ``[-span, span]``) and, if
             ``points2d > 0``, the 2-D slice (``points2d x points2d``).
-        span, points, points2d: extent and resolution of the slices.
-        direction_norm: ``"filter"`` (each direction row scaled to the ctx row's norm) or
-            ``"noise"`` (to ``ctx_noise * sqrt(D)``, the same for every prompt).
+        span, points, points2d: extent and resolution of the slices, in units of FPP's ctx-noise size.
+        direction_norm: ``"noise"`` (default: each direction row scaled to ``ctx_noise * sqrt(D)``,
+            the norm of FPP's ctx noise at scale 1, the same for every prompt, so the slices measure
+            what the noise-scale curve measures) or ``"filter"`` (to the norm of the prompt's own ctx
+            row, Li et al.'s filter normalisation: a prompt with longer rows takes longer steps, which
+            is not what FPP's flatness, nor TPT's Adam steps of a fixed size, are about).
     """
 
     factors: tuple[float, ...] = const.DEFAULT_SHARPNESS_FACTORS
@@ -170,7 +173,7 @@ class SharpnessConfig:
     span: float = 1.0
     points: int = 21
     points2d: int = 11
-    direction_norm: Literal["filter", "noise"] = "filter"
+    direction_norm: Literal["filter", "noise"] = "noise"
 
     def __post_init__(self) -> None:
         factors = self.factors
@@ -183,7 +186,7 @@ class SharpnessConfig:
         check_float(self.span, "span", positive=True)
         check_int(self.points, "points", min=1, max=10_000)
         check_int(self.points2d, "points2d", min=0, max=1_000)
-        check_choice(self.direction_norm, "direction_norm", ("filter", "noise"))
+        check_choice(self.direction_norm, "direction_norm", ("noise", "filter"))
 
     def replace(self, **changes: Any) -> SharpnessConfig:
         """A copy with some fields changed (validated); unknown names raise :class:`ConfigError`."""

@@ -22,7 +22,14 @@ from .errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-__all__ = ["require_matplotlib", "plot_reliability", "plot_sharpness", "save_png"]
+__all__ = [
+    "require_matplotlib",
+    "plot_reliability",
+    "plot_sharpness",
+    "sharpness_title",
+    "SHARPNESS_LABEL",
+    "save_png",
+]
 
 
 def require_matplotlib() -> Any:
@@ -88,6 +95,16 @@ def plot_reliability(bins: Any, *, title: str | None = None, path: str | os.Path
     return fig
 
 
+#: The one quantity every panel of the sharpness figure shows, with one sign convention.
+SHARPNESS_LABEL = "loss increase 1 − cos (lower is flatter)"
+
+
+def sharpness_title(results: Sequence[Any]) -> str:
+    """The default title of the sharpness figure: the prompts it compares and how to read it."""
+    names = ", ".join(r.label for r in results)
+    return f"Flatness of {names}: loss increase under perturbation (lower is flatter)"
+
+
 def plot_sharpness(
     results: Sequence[Any],
     *,
@@ -97,9 +114,11 @@ def plot_sharpness(
 ) -> Figure:
     """Sharpness figure of one or more prompts (:class:`~fpp_init.SharpnessResult` objects).
 
-    Panels: (1) mean cosine drop vs noise scale, one curve per prompt; (2) the 1-D
-    landscape slice (feature drift along a random filter-normalised direction), if the
-    results carry one; then (3..) one 2-D slice contour per prompt that carries one.
+    Every panel shows one quantity, the loss increase ``1 − cos`` between clean and perturbed class
+    features (lower is flatter, :data:`SHARPNESS_LABEL`), with perturbations of one size for every
+    prompt: (1) under FPP's noise against its scale, one curve per prompt; (2) along one random ctx
+    direction (the 1-D landscape slice), if the results carry one; then (3..) one 2-D slice per prompt
+    that carries one, on one shared colour scale. ``title`` defaults to :func:`sharpness_title`.
     """
     if not results:
         raise ConfigError("no sharpness results to plot", param="results")
@@ -114,19 +133,21 @@ def plot_sharpness(
     ax_drop = fig.add_subplot(gs[0, 0:cols])
     for r in results:
         ax_drop.plot(r.factors, r.cos_drop, marker="o", label=r.label)
-    ax_drop.set_xlabel("noise scale (× FPP ctx/cls noise)")
-    ax_drop.set_ylabel("mean cosine drop  1 − cos")
-    ax_drop.set_title("Cosine drop under embedding noise")
+    ax_drop.set_xlabel("noise scale (× the std of FPP ctx / cls noise)")
+    ax_drop.set_ylabel(SHARPNESS_LABEL)
+    ax_drop.set_title("Under FPP embedding noise")
     ax_drop.legend(fontsize="small")
     ax_drop.grid(alpha=0.3)
     if with_1d:
+        norms = {r.landscape.norm for r in with_1d}  # type: ignore[union-attr]
+        unit = "the FPP ctx-noise size" if norms == {"noise"} else "each ctx row norm (filter)"
         ax_1d = fig.add_subplot(gs[0, cols : 2 * cols])
         for r in with_1d:
             land = r.landscape
             assert land is not None
             ax_1d.plot(land.alphas, land.line, label=r.label)
-        ax_1d.set_xlabel(f"step along a random direction ({with_1d[0].landscape.norm} norm)")  # type: ignore[union-attr]
-        ax_1d.set_ylabel("feature drift  1 − cos")
+        ax_1d.set_xlabel(f"step along a random ctx direction (× {unit})")
+        ax_1d.set_ylabel(SHARPNESS_LABEL)
         ax_1d.set_title("1-D landscape slice")
         ax_1d.legend(fontsize="small")
         ax_1d.grid(alpha=0.3)
@@ -146,9 +167,8 @@ def plot_sharpness(
             ax.set_ylabel("direction 2")
             ax.set_aspect("equal")
             if j == len(with_2d) - 1:
-                fig.colorbar(cs, ax=ax, label="feature drift", shrink=0.85)
-    if title:
-        fig.suptitle(title)
+                fig.colorbar(cs, ax=ax, label=SHARPNESS_LABEL, shrink=0.85)
+    fig.suptitle(title or sharpness_title(results), fontsize="medium")
     if path is not None:
         save_png(fig, path, dpi=dpi)
     return fig

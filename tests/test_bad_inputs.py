@@ -335,7 +335,7 @@ SHARPNESS_CASES: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"factors": [-1]}, ConfigError, "factors must be a finite number >= 0"),
     ({"factors": "0,1"}, ConfigError, "factors must be a non-empty list"),
     ({"draws": 0}, ConfigError, "draws must be an int in"),
-    ({"direction_norm": "unit"}, ConfigError, "direction_norm must be one of 'filter', 'noise'"),
+    ({"direction_norm": "unit"}, ConfigError, "direction_norm must be one of 'noise', 'filter'"),
     ({"span": 0}, ConfigError, "span must be a finite number > 0"),
     ({"points2d": -1}, ConfigError, "points2d must be an int in"),
     ({"ctx_noise": float("nan")}, ConfigError, "ctx_noise must be a finite number"),

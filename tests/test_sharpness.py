@@ -116,17 +116,18 @@ def test_leaves_model_and_global_rng_alone(tiny_clip: torch.nn.Module, dtd_names
 def test_landscape_shapes_and_centre(tiny_clip: torch.nn.Module, dtd_names: list[str]) -> None:
     res = fpp_init.sharpness(tiny_clip, "a photo of a", dtd_names[:3], landscape=True, points=5, points2d=3)
     land = res.landscape
-    assert land is not None and land.norm == "filter"
+    assert land is not None and land.norm == "noise"  # one step size for every prompt, by default
     assert land.alphas == pytest.approx([-1, -0.5, 0, 0.5, 1])
     assert land.line[2] == pytest.approx(0.0, abs=1e-6)
     assert min(land.line[0], land.line[4]) > land.line[1] > land.line[2]
     assert land.grid2d is not None and land.grid2d.shape == (3, 3) and land.alphas2d == [-1, 0, 1]
     assert float(land.grid2d[1, 1]) == pytest.approx(0.0, abs=1e-6)
     assert float(land.grid2d[2, 1]) == pytest.approx(land.line[4], abs=1e-5)  # (1, 0) is on the 1-D line
-    noise_norm = fpp_init.sharpness(
-        tiny_clip, "a photo of a", dtd_names[:3], landscape=True, points=3, points2d=0, direction_norm="noise"
+    filter_norm = fpp_init.sharpness(
+        tiny_clip, "a photo of a", dtd_names[:3], landscape=True, points=3, points2d=0, direction_norm="filter"
     )
-    assert noise_norm.landscape is not None and noise_norm.landscape.grid2d is None
+    assert filter_norm.landscape is not None and filter_norm.landscape.grid2d is None
+    assert filter_norm.landscape.norm == "filter"
     d = res.to_dict()
     assert d["landscape"]["grid2d"][1][1] == pytest.approx(0.0, abs=1e-6)
 
@@ -202,7 +203,7 @@ def test_plot_panels(tiny_clip: torch.nn.Module, dtd_names: list[str]) -> None:
     results.append(fpp_init.sharpness(tiny_clip, "a sketch of a", dtd_names[:3], template="a sketch of a", **kw))
     fig = plot_sharpness(results)
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles[:2] == ["Cosine drop under embedding noise", "1-D landscape slice"]
+    assert titles[:2] == ["Under FPP embedding noise", "1-D landscape slice"]
     assert sum(t.startswith("2-D slice") for t in titles) == 3
     assert len(fig.axes) == 2 + 3 + 1  # + the colour bar
     assert len(fig.axes[0].get_lines()) == 3
@@ -248,3 +249,62 @@ def test_live_tpt_family_model(tiny_clip: torch.nn.Module, kind: str) -> None:
     with pytest.raises(ConfigError, match="reset_classnames"):
         fpp_init.sharpness(model, None, names)
     handle.remove()
+
+
+def test_every_panel_is_the_loss_increase(tiny_clip: torch.nn.Module, dtd_names: list[str]) -> None:
+    """Noise curve and landscape slices report one quantity, mean_c (1 - cos) to the clean features,
+    computed here independently (plain CLIP forward, cosine similarity) at the slices' own points."""
+    names = dtd_names[:3]
+    ctx = torch.randn(4, 128, generator=torch.Generator().manual_seed(5)) * 0.3
+    kw = dict(factors=[0, 1], draws=2, seed=7, landscape=True, points=3, points2d=3)
+    res = fpp_init.sharpness(tiny_clip, ctx, names, **kw)
+    land = res.landscape
+    assert land is not None and land.norm == "noise" and land.alphas == land.alphas2d == [-1.0, 0.0, 1.0]
+    p = build_class_prompts(text_model(tiny_clip), names).prompts
+    used = int(p.eot.max()) + 1
+    g = torch.Generator().manual_seed(7)
+    torch.randn(2, used, 128, generator=g)  # the noise draws come first
+    dirs = torch.randn(2, 4, 128, generator=g)
+    d = dirs / dirs.norm(dim=-1, keepdim=True) * C.DEFAULT_CTX_NOISE * 128**0.5  # FPP's ctx-noise size per row
+
+    def increase(at: torch.Tensor) -> float:
+        with torch.no_grad():
+            clean = _direct_features(tiny_clip, p.assemble(ctx), p.eot)
+            moved = _direct_features(tiny_clip, p.assemble(at), p.eot)
+        return float((1 - torch.nn.functional.cosine_similarity(moved, clean, dim=-1)).mean())
+
+    for i, a in enumerate(land.alphas):
+        assert land.line[i] == pytest.approx(increase(ctx + a * d[0]), abs=2e-5)
+        for j, b in enumerate(land.alphas2d):
+            assert float(land.grid2d[i, j]) == pytest.approx(increase(ctx + a * d[0] + b * d[1]), abs=2e-5)
+        assert float(land.grid2d[i, 1]) == pytest.approx(land.line[i], abs=1e-6)  # the 1-D slice is the 2-D's axis
+    assert res.cos_drop[0] == 0.0 and land.line[1] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_figure_panels_show_one_quantity_and_agree(
+    tiny_clip: torch.nn.Module, dtd_names: list[str], fpp_prompt: fpp_init.FPPPrompt
+) -> None:
+    pytest.importorskip("matplotlib")
+    from fpp_init.plotting import SHARPNESS_LABEL, plot_sharpness
+
+    kw = dict(draws=4, landscape=True, points=5, points2d=3)
+    results = [
+        fpp_init.sharpness(tiny_clip, "a photo of a", dtd_names, **kw),
+        fpp_init.sharpness(tiny_clip, fpp_prompt, **kw),
+    ]
+    fig = plot_sharpness(results)
+    noise_ax, slice_ax, *maps = fig.axes
+    for r, a, b in zip(results, noise_ax.get_lines(), slice_ax.get_lines(), strict=True):
+        assert list(a.get_ydata()) == r.cos_drop and list(b.get_ydata()) == r.landscape.line  # type: ignore[union-attr]
+    assert noise_ax.get_ylabel() == slice_ax.get_ylabel() == maps[-1].get_ylabel() == SHARPNESS_LABEL  # + colour bar
+    assert SHARPNESS_LABEL == "loss increase 1 − cos (lower is flatter)"
+    assert fig._suptitle.get_text() == (
+        f"Flatness of template 'a photo of a', {results[1].label}: loss increase under perturbation (lower is flatter)"
+    )
+    assert "the FPP ctx-noise size" in slice_ax.get_xlabel()
+    # the panels agree: the FPP prompt is flatter than the template in each of them (they contradicted
+    # each other with the filter-normalised slices, whose steps grow with the FPP ctx's longer rows)
+    tmpl, fpp = results
+    assert fpp.drop_at(1.0) < tmpl.drop_at(1.0)
+    assert max(fpp.landscape.line) < max(tmpl.landscape.line)  # type: ignore[union-attr]
+    assert float(fpp.landscape.grid2d.max()) < float(tmpl.landscape.grid2d.max())  # type: ignore[union-attr]

@@ -1,22 +1,28 @@
 """Data-free flatness of a prompt's text features (what FPP optimises), on the shared feature path.
 
-Two measures, both on the text side only (no images):
+Flatness is read from one quantity, the **loss increase** ``L(ctx') = mean_c (1 − cos(F_c(ctx'),
+F_c(ctx)))``: how far the class features move, in FPP's flatness term ``1 − cos``, when the prompt's
+embeddings are perturbed; 0 for no perturbation, **lower is flatter**. It is measured
 
-* **cosine drop** at noise scale ``s``: ``1 − mean_{k,c} cos(F_c, F~_kc)``, where ``F_c`` are
-  the clean class features of the prompt and ``F~_kc`` the features with embedding noise
-  ``s · N_k`` added, ``N_k`` drawn exactly as FPP draws it (std ``ctx_noise`` on the ctx
-  positions, ``cls_noise`` on every other position, one pattern per draw shared by all
-  classes). FPP maximises ``mean cos`` at ``s = 1``, so a flatter prompt has a smaller drop.
-  The same base draws ``N_k`` are used at every scale (a smooth curve) and, for a given
-  seed, for every prompt with the same ``n_ctx`` and class set (a paired comparison).
-* **alignment** ``mean_c ||F_c − T_c||²`` to the features ``T`` of the predefined prompt:
-  FPP's alignment loss.
+* under random noise at scale ``s`` (**cosine drop**): the mean over draws ``k`` of ``L`` with noise
+  ``s · N_k`` added, ``N_k`` drawn exactly as FPP draws it (std ``ctx_noise`` on the ctx positions,
+  ``cls_noise`` on every other position, one pattern per draw shared by all classes). FPP maximises
+  ``mean cos`` at ``s = 1``. The same base draws are used at every scale (a smooth curve) and, for a
+  given seed, for every prompt with the same ``n_ctx`` and class set (a paired comparison);
+* along random directions in ctx space (**landscape slices**): ``L(ctx + α d₁)`` (1-D) and
+  ``L(ctx + α d₁ + β d₂)`` (2-D). Directions are drawn ``N(0, 1)`` of shape ``[n_ctx, D]`` and
+  normalised row by row: ``"noise"`` (default), each row to ``ctx_noise · √D``, the norm of FPP's ctx
+  noise at scale 1 and the same for every prompt, so ``α = 1`` is a step of FPP's noise size;
+  ``"filter"``, each row to the norm of the matching ctx row (Li et al., 2018).
 
-The **landscape slice** is the *feature drift* ``D(ctx') = mean_c (1 − cos(F_c(ctx'), F_c(ctx)))``
-along random directions in ctx space: ``ctx + α d₁`` (1-D) and ``ctx + α d₁ + β d₂`` (2-D).
-Directions are drawn ``N(0, 1)`` of shape ``[n_ctx, D]`` and normalised row by row
-(``"filter"``: each row to the norm of the matching ctx row, the filter normalisation of Li et
-al., 2018; ``"noise"``: each row to ``ctx_noise · √D``, FPP's ctx noise size).
+Steps of one absolute size for every prompt are what flatness means here: FPP's noise has a fixed
+std, and test-time tuning moves the ctx by Adam steps whose size does not depend on the ctx's norm.
+Filter normalisation scales each prompt's steps by its own norm, so a prompt with long rows (FPP's
+are several times the template's) is probed with far larger perturbations and can look sharper in
+the slices while it is flatter under FPP's noise; it stays available as an option.
+
+Besides, **alignment** ``mean_c ||F_c − T_c||²`` to the features ``T`` of the predefined prompt:
+FPP's alignment loss.
 
 Random draws come from a private CPU ``torch.Generator`` seeded with ``seed``, in this order:
 the noise (:func:`~fpp_init.algorithm.noise.draw_noise` with ``draws`` copies), then, for the
@@ -42,21 +48,21 @@ from .prompts import EmbeddedPrompts
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["measure_sharpness", "SharpnessResult", "Landscape"]
+__all__ = ["measure_sharpness", "SharpnessResult", "Landscape", "loss_increase"]
 
 _GROUP = 16  # ctx variants per feature call in the landscape
 
 
 @dataclass
 class Landscape:
-    """Feature drift ``1 − cos`` along random directions around a prompt.
+    """The loss increase ``1 − cos`` (lower is flatter) along random directions around a prompt.
 
     Attributes:
-        norm: how the directions were normalised (``"filter"`` or ``"noise"``).
-        alphas: step sizes of the 1-D slice.
-        line: drift at each step of the 1-D slice (along d₁).
+        norm: how the directions were normalised (``"noise"`` or ``"filter"``).
+        alphas: step sizes of the 1-D slice (unit steps).
+        line: loss increase at each step of the 1-D slice (along d₁).
         alphas2d: step sizes per axis of the 2-D slice, or ``None``.
-        grid2d: drift ``[G, G]`` at ``ctx + alphas2d[i] d₁ + alphas2d[j] d₂``, or ``None``.
+        grid2d: loss increase ``[G, G]`` at ``ctx + alphas2d[i] d₁ + alphas2d[j] d₂``, or ``None``.
     """
 
     norm: str
@@ -73,7 +79,8 @@ class SharpnessResult:
     Attributes:
         label: the prompt's name in tables and plots.
         factors: noise scales (multiples of ``ctx_noise`` / ``cls_noise``).
-        cos_drop: mean ``1 − cos(F, F~)`` over draws and classes, per factor (0 at factor 0).
+        cos_drop: the loss increase ``1 − cos(F, F~)`` under noise, mean over draws and classes, per
+            factor (0 at factor 0; lower is flatter).
         cos_drop_std: standard deviation over draws of the class-mean drop, per factor.
         align: ``mean_c ||F_c − T_c||²`` to the predefined prompt (FPP's alignment loss).
         ctx_noise, cls_noise: the noise std at factor 1.
@@ -110,9 +117,11 @@ class SharpnessResult:
         return out
 
 
-def _half_sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``1 − cos`` of unit vectors as ``|a − b|² / 2`` (no cancellation near cos = 1)."""
-    return 0.5 * ((a - b) ** 2).sum(-1)
+def loss_increase(clean: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
+    """The one quantity every sharpness measure and figure panel reports: ``mean_c (1 − cos)`` between
+    the clean class features ``clean`` ``[C, E]`` and perturbed ones ``perturbed`` ``[..., C, E]`` (unit
+    vectors), one value per leading index; written ``|a − b|² / 2`` (no cancellation near cos = 1)."""
+    return 0.5 * ((clean - perturbed) ** 2).sum(-1).mean(-1)
 
 
 def _drops(
@@ -125,7 +134,7 @@ def _drops(
             drop.append(0.0)
             spread.append(0.0)
         else:
-            per_draw = _half_sq(clean[None], feats.all_classes(variants, f * base)).mean(1)
+            per_draw = loss_increase(clean, feats.all_classes(variants, f * base))
             drop.append(float(per_draw.mean()))
             spread.append(float(per_draw.std(unbiased=False)))
         bar.update()
@@ -146,10 +155,8 @@ def _landscape(
         target = torch.full((x.shape[0], 1), ctx_noise * math.sqrt(x.shape[1]), device=x.device)
     d = dirs / dirs.norm(dim=-1, keepdim=True) * target
 
-    def drift(ctxs: torch.Tensor) -> torch.Tensor:
-        parts = [
-            _half_sq(clean[None], feats.all_classes(ctxs[i : i + _GROUP])).mean(1) for i in range(0, len(ctxs), _GROUP)
-        ]
+    def along(ctxs: torch.Tensor) -> torch.Tensor:
+        parts = [loss_increase(clean, feats.all_classes(ctxs[i : i + _GROUP])) for i in range(0, len(ctxs), _GROUP)]
         return torch.cat(parts)
 
     def axis(points: int) -> torch.Tensor:
@@ -161,13 +168,13 @@ def _landscape(
 
     alphas = axis(opts.points)
     a = alphas.to(x.device, torch.float32)
-    line = drift(x[None] + a[:, None, None] * d[0])
+    line = along(x[None] + a[:, None, None] * d[0])
     alphas2d, grid = None, None
     if opts.points2d:
         b = axis(opts.points2d)
         bb = b.to(x.device, torch.float32)
         ii, jj = torch.meshgrid(bb, bb, indexing="ij")
-        grid = drift(x[None] + ii.reshape(-1, 1, 1) * d[0] + jj.reshape(-1, 1, 1) * d[1]).view(opts.points2d, -1).cpu()
+        grid = along(x[None] + ii.reshape(-1, 1, 1) * d[0] + jj.reshape(-1, 1, 1) * d[1]).view(opts.points2d, -1).cpu()
         alphas2d = b.tolist()
     return Landscape(opts.direction_norm, alphas.tolist(), line.cpu().tolist(), alphas2d, grid)
 

@@ -45,17 +45,24 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--draws", type=int, default=8, help="noise copies per scale (default 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise and directions (default 0)")
-    p.add_argument("--plot", metavar="PNG", help="write a figure: cosine drop vs scale, 1-D and 2-D landscape slices")
+    p.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="write a figure: the loss increase 1 - cos (lower is flatter) vs noise scale, along 1-D and 2-D slices",
+    )
     p.add_argument("--dpi", type=int, default=100, help="figure resolution (default 100)")
-    p.add_argument("--title", default=None, help="figure title (e.g. 'tiny CLIP, 8 DTD classes')")
-    p.add_argument("--span", type=float, default=1.0, help="landscape half-width in direction units (default 1)")
+    p.add_argument("--title", default=None, help="figure title (default: the prompts' names and how to read it)")
+    p.add_argument(
+        "--span", type=float, default=1.0, help="landscape half-width in unit steps (default 1: FPP's noise size)"
+    )
     p.add_argument("--points", type=int, default=21, help="points of the 1-D slice (default 21)")
     p.add_argument("--points2d", type=int, default=11, help="points per axis of the 2-D slice, 0 for none (default 11)")
     p.add_argument(
         "--direction-norm",
-        choices=["filter", "noise"],
-        default="filter",
-        help="landscape directions: row norms of the ctx (filter, default) or FPP's ctx noise size (noise)",
+        choices=["noise", "filter"],
+        default="noise",
+        help="size of a unit step along a landscape direction: FPP's ctx-noise size, the same for every prompt "
+        "(noise, default), or each ctx row's own norm (filter)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
