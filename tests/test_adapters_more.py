@@ -16,6 +16,8 @@ from fpp_init.algorithm import EmbeddedPrompts, optimize_flat_prompt
 from fpp_init.config import FPPConfig
 from fpp_init.towers import CallableTextTower
 
+pytestmark = pytest.mark.slow  # the upstream stand-in models: part of the full suite; skipped by -m 'not slow'
+
 NAMES_A = ["banded", "blotchy", "braided", "bubbly"]
 NAMES_B = ["golden_retriever", "tabby cat", "sea lion"]
 FAST = dict(steps=3, seed=1, cache=False, progress=False)

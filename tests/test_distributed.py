@@ -15,6 +15,8 @@ import torch
 
 import fpp_init
 
+pytestmark = pytest.mark.slow  # real gloo processes: part of the full suite; skipped by -m 'not slow'
+
 NAMES = ["banded", "blotchy", "braided", "bubbly", "chequered", "cobwebbed", "cracked"]
 
 WORKER = textwrap.dedent(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -131,7 +132,6 @@ def test_public_clip_helpers_where_import_clip_fails(tmp_path: Path) -> None:
 def test_examples_fix_the_vendored_pkg_resources_import(tmp_path: Path) -> None:
     """Each examples/<repo>/README.md gives a one-line sed for its vendored clip/clip.py; applied to the
     statements those files hold, the module imports without pkg_resources and its version check runs."""
-    import re
     import shutil
 
     root = Path(__file__).resolve().parents[1] / "examples"
@@ -161,3 +161,16 @@ def test_examples_fix_the_vendored_pkg_resources_import(tmp_path: Path) -> None:
     code = BLOCK_PKG_RESOURCES + f"import runpy\nfor f in {fixed!r}:\n    assert runpy.run_path(f)['OK']\nprint('OK')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "OK", out.stderr
+
+
+def test_quick_subset_is_registered_and_documented() -> None:
+    """`-m "not slow"` is a documented quick run; the README's (and CI's) test command stays the full suite."""
+    root = Path(__file__).resolve().parents[1]
+    pyproject = (root / "pyproject.toml").read_text()
+    assert re.search(r'markers = \[\s*"slow: ', pyproject)
+    readme = (root / "README.md").read_text()
+    assert 'python -m pytest -m "not slow"' in readme
+    assert 'python -m pip install -e ".[test]" && python -m pytest\n' in readme
+    assert 'python -m pip install -e ".[test]" && python -m pytest\n' in (root / ".ci" / "run").read_text()
+    for name in ("test_distributed.py", "test_adapters.py", "test_adapters_more.py", "test_readme.py"):
+        assert "pytestmark = pytest.mark.slow" in (root / "tests" / name).read_text(), name
