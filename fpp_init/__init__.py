@@ -9,7 +9,7 @@ The public API::
     export_coop            write a CoOp-format checkpoint for TPT-family ``--load``
     FPPPrompt, FPPConfig   the prompt artifact and the hyperparameters
     fingerprint_model      text-tower fingerprint, to check a prompt against a model
-    sharpness              data-free flatness of a prompt (cosine drop under noise, landscape)
+    sharpness              data-free flatness of a prompt (loss increase under noise, landscape slices)
     SharpnessConfig, SharpnessResult
     metrics                calibration metrics (ECE, MCE, AECE, SCE, AURC, accuracy)
     apply, FPPHandle       one-line FPP initialisation of a live TPT-family model (undoable)

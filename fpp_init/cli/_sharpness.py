@@ -20,12 +20,12 @@ from ._common import add_model_options, check_model_options, check_sources, mode
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "sharpness",
-        help="compare the flatness of prompts (cosine drop under embedding noise) as a table or a plot",
+        help="compare the flatness of prompts (loss increase under embedding noise) as a table or a plot",
         description=(
-            "Data-free flatness of each PROMPT on a CLIP text tower: the mean cosine drop between clean "
-            "and noisy class features at several noise scales (what FPP optimises) and the alignment "
-            "distance to the reference template. PROMPT is a prompt file (.safetensors) or a "
-            "hand-written template in quotes."
+            "Data-free flatness of each PROMPT on a CLIP text tower: the loss increase 1 - cos between clean "
+            "and noisy class features (lower is flatter; what FPP optimises) at several noise scales (the "
+            "table's drop@ columns), and the alignment distance to the reference template. PROMPT is a "
+            "prompt file (.safetensors) or a hand-written template in quotes."
         ),
     )
     p.add_argument("prompts", nargs="+", metavar="PROMPT", help="a .safetensors prompt file or a template text")
