@@ -167,10 +167,22 @@ def check_device_name(value: Any, name: str = "device", *, available: Sequence[s
     whether the device exists here is :func:`check_device`'s question (it passes the ``available`` ones)."""
     text = value.strip() if isinstance(value, str) else None
     kind, _, index = (text or "").partition(":")
-    if text is None or kind not in const.DEVICE_TYPES or (index and not index.isdigit()) or text.endswith(":"):
+    known = kind in const.DEVICE_TYPES or (kind.isidentifier() and _device_plugins())
+    if text is None or not known or (index and not index.isdigit()) or text.endswith(":"):
         use = f"one of {list(available)}" if available is not None else "'cpu', 'cuda', 'cuda:N' or 'mps'"
         raise ConfigError(f"{name} {value!r} is not a device name; use {use}", param=name)
     return text
+
+
+def _device_plugins() -> bool:
+    """Whether an installed package registers a torch device backend that torch loads at import (the
+    ``torch.backends`` entry points: Ascend's ``npu`` and the like), whose name only torch can check."""
+    from importlib.metadata import entry_points
+
+    try:
+        return bool(entry_points(group="torch.backends"))
+    except Exception:  # a broken distribution's metadata: let torch judge the name
+        return True
 
 
 def check_device(value: Any, name: str = "device") -> torch.device:
@@ -178,13 +190,8 @@ def check_device(value: Any, name: str = "device") -> torch.device:
     import torch
 
     if isinstance(value, str):
-        try:
-            text = check_device_name(value, name)
-        except ConfigError:
-            check_device_name(value, name, available=available_devices())  # the same error, with what exists here
-            raise
-        try:
-            dev = torch.device(text)
+        try:  # torch knows every name, plugins' too
+            dev = torch.device(value.strip())
         except (RuntimeError, ValueError):
             raise ConfigError(
                 f"{name} {value!r} is not a device name; use one of {available_devices()}", param=name

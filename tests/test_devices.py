@@ -77,3 +77,18 @@ def test_cli_device_cuda_without_gpu(
     assert err.count("\n") == 1 and "Traceback" not in err
     assert "--device 'cuda' is not available: torch sees no CUDA GPU here" in err and "available: cpu" in err
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_device_names_checked_without_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's early check: torch's own device types pass, a typo is refused; a type an installed torch
+    backend plugin may register (entry point torch.backends) is left to torch."""
+    from fpp_init import _validate
+
+    assert _validate.check_device_name("cuda:1") == "cuda:1" and _validate.check_device_name(" mps ") == "mps"
+    for bad in ("gpu", "cuda:x", "cuda:", "", 3):
+        with pytest.raises(ConfigError, match="is not a device name; use 'cpu', 'cuda', 'cuda:N' or 'mps'"):
+            _validate.check_device_name(bad)
+    monkeypatch.setattr(_validate, "_device_plugins", lambda: True)
+    assert _validate.check_device_name("npu:0") == "npu:0"
+    with pytest.raises(ConfigError):
+        _validate.check_device_name("cuda:x")
