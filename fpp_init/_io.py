@@ -28,6 +28,7 @@ from .errors import ClassNameError, ConfigError, FPPError, OutputError, PromptFi
 __all__ = [
     "default_cache_dir",
     "os_errors",
+    "path_stat",
     "read_regular_file",
     "read_classnames",
     "read_toml",
@@ -53,8 +54,16 @@ def default_cache_dir() -> Path:
     return Path(base) / "fpp-init"
 
 
-def os_reason(exc: OSError) -> str:
-    """One line saying why an OS call failed, with what to do for the usual causes."""
+def os_reason(exc: OSError | ValueError) -> str:
+    """One line saying why an OS call failed, with what to do for the usual causes.
+
+    A ``ValueError`` is a path the OS cannot even be handed: a NUL byte, or characters that
+    cannot be encoded for the file system (a lone surrogate such as ``'\\ud800'``)."""
+    if isinstance(exc, UnicodeError):
+        return "the path holds characters the file system cannot encode (a lone surrogate?)"
+    if isinstance(exc, ValueError):
+        text = " ".join(str(exc).split())
+        return "the path holds a NUL byte" if "null" in text else text
     hints = {
         errno.EACCES: "permission denied",
         errno.EPERM: "operation not permitted",
@@ -71,14 +80,42 @@ def os_reason(exc: OSError) -> str:
 
 @contextlib.contextmanager
 def os_errors(error: type[FPPError], message: str) -> Iterator[None]:
-    """Turn an ``OSError`` raised inside into ``error("MESSAGE: reason")``. An :class:`FPPError`
-    raised inside passes unchanged (some are ``OSError`` subclasses: they must not be wrapped twice)."""
+    """Turn an ``OSError`` raised inside into ``error("MESSAGE: reason")``, and a ``ValueError`` too
+    (inside these blocks only a path raises one: a NUL byte, an unencodable name). An
+    :class:`FPPError` raised inside passes unchanged (some are ``OSError`` / ``ValueError``
+    subclasses: they must not be wrapped twice)."""
     try:
         yield
     except FPPError:
         raise
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise error(f"{message}: {os_reason(exc)}") from None
+
+
+def _encodable(path: str | os.PathLike[str], error: type[FPPError], message: str) -> None:
+    """Raise ``error("MESSAGE: reason")`` unless the OS can be handed ``path`` at all (no NUL byte,
+    every character encodable): checked first, so no later call meets such a path half-way."""
+    try:
+        if "\0" in os.fsdecode(path):
+            raise ValueError("embedded null byte")
+        os.fsencode(path)
+    except ValueError as exc:
+        raise error(f"{message}: {os_reason(exc)}") from None
+
+
+def path_stat(path: str | os.PathLike[str], *, what: str, error: type[FPPError]) -> os.stat_result | None:
+    """``os.stat(path)``, or ``None`` when nothing is there; any other refusal of the OS (permission
+    denied, name too long, a parent that is a file, an unencodable name) is ``error`` naming the path.
+
+    Use it instead of ``Path.exists()`` / ``is_file()``, which raise bare ``OSError`` or
+    ``UnicodeEncodeError`` for such paths, or (``os.path.exists``) answer "absent" for a file that
+    is only unreadable."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise error(f"cannot read {what} {os.fspath(path)!r}: {os_reason(exc)}") from None
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -95,12 +132,13 @@ def read_regular_file(
     non-blocking, then checked with ``fstat``), and reading stops after ``limit + 1`` bytes.
     """
     shown = os.fspath(path)
+    _encodable(path, error, f"cannot read {what} {shown!r}")
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
         raise error(f"{what} not found: {shown!r}") from None
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise error(f"cannot read {what} {shown!r}: {os_reason(exc)}") from None
     try:
         with os_errors(error, f"cannot read {what} {shown!r}"):
@@ -201,6 +239,7 @@ def _name_max(folder: Path) -> int:
 def check_writable_file(path: str | os.PathLike[str], what: str = "output") -> Path:
     """Raise :class:`OutputError` now, before any work, unless a file can be written at ``path``."""
     # (OSError: e.g. stat of a name longer than the file system allows)
+    _encodable(path, OutputError, f"cannot write {what} {os.fspath(path)!r}")
     with os_errors(OutputError, f"cannot write {what} {os.fspath(path)!r}"):
         checked = _check_writable_file(Path(path).expanduser(), os.fspath(path), what)
     return checked
@@ -220,6 +259,7 @@ def _check_writable_file(p: Path, shown: str, what: str) -> Path:
 
 def check_writable_dir(path: str | os.PathLike[str], what: str = "output folder") -> Path:
     """Raise :class:`OutputError` unless ``path`` is (or can become) a folder we can write into."""
+    _encodable(path, OutputError, f"cannot write {what} {os.fspath(path)!r}")
     with os_errors(OutputError, f"cannot write {what} {os.fspath(path)!r}"):
         checked = _check_writable_dir(Path(path).expanduser(), os.fspath(path), what)
     return checked
@@ -282,6 +322,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, what: str = "o
     """
     p = Path(path).expanduser()
     shown = os.fspath(path)
+    _encodable(path, OutputError, f"cannot write {what} {shown!r}")
     tmp = None
     try:
         with os_errors(OutputError, f"cannot write {what} {shown!r}"):

@@ -104,11 +104,19 @@ def check_str(value: Any, name: str, *, allow_none: bool = False, error: type[FP
 
 
 def check_path(value: Any, name: str) -> Path:
-    """A file-system path given as ``str`` or ``os.PathLike`` (not empty, no NUL byte)."""
+    """A file-system path given as ``str`` or ``os.PathLike`` (not empty, no NUL byte, encodable)."""
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
     if not isinstance(value, str) or not value or "\0" in value:
         raise ConfigError(f"{name} must be a file path (str or os.PathLike), got {value!r}", param=name)
+    try:
+        os.fsencode(value)
+    except UnicodeError as exc:
+        raise ConfigError(
+            f"{name} {value!r} is not a usable file path: {value[exc.start]!r} cannot be encoded for the file "
+            "system (a lone surrogate?)",
+            param=name,
+        ) from None
     return Path(value).expanduser()
 
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from _refused import LONG_NAME, LONG_PATH, refused_folder, unprivileged
 from conftest import build_tiny_clip
 from standins import get_coop
 from test_hub import make_prompt
@@ -21,10 +23,12 @@ from fpp_init import (
     ClassNameError,
     ConfigError,
     FPPConfig,
+    FPPError,
     FPPPrompt,
     MetricInputError,
     ModelLoadError,
     NonFiniteError,
+    OutputError,
     PromptFileError,
     PromptShapeError,
     TemplateError,
@@ -398,3 +402,177 @@ def test_figure_options_are_checked_before_drawing(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="dpi must be an int in"):
         plot_sharpness([object()], dpi=0)
     assert os.listdir(tmp_path) == ["dir"]
+
+
+# -- paths the OS refuses, wherever a path enters -------------------------------------------------
+def _coop_model(clip: torch.nn.Module) -> Any:
+    return get_coop(clip, NAMES)
+
+
+#: (entry point, call(path, clip, outputs folder), suffix of the path, error of an OS refusal,
+#:  error of a path that cannot even be encoded)
+PATH_READERS: list[tuple[str, Callable[..., object], str, type[Exception], type[Exception]]] = [
+    ("load_fpp_prompt", lambda p, clip, out: fpp_init.load_fpp_prompt(p), ".safetensors", PromptFileError, ConfigError),
+    ("apply", lambda p, clip, out: fpp_init.apply(_coop_model(clip), p), ".safetensors", PromptFileError, ConfigError),
+    (
+        "sharpness",
+        lambda p, clip, out: fpp_init.sharpness(clip, p, NAMES, progress=False),
+        ".safetensors",
+        PromptFileError,
+        ConfigError,
+    ),
+    (
+        "export_coop",
+        lambda p, clip, out: fpp_init.export_coop(p, out / "o.pth"),
+        ".safetensors",
+        PromptFileError,
+        ConfigError,
+    ),
+    (
+        "build_hub_folder",
+        lambda p, clip, out: fpp_init.artifacts.build_hub_folder([p], out / "hub"),
+        ".safetensors",
+        PromptFileError,
+        ConfigError,
+    ),
+    (
+        "push_fpp_prompt",
+        lambda p, clip, out: fpp_init.push_fpp_prompt(p, "someone/prompts"),
+        ".safetensors",
+        PromptFileError,
+        ConfigError,
+    ),
+    (
+        "pretrain model path",
+        lambda p, clip, out: fpp_init.pretrain_flat_prompt(p, NAMES, steps=1, progress=False),
+        ".pt",
+        ModelLoadError,
+        ModelLoadError,
+    ),
+    (
+        "zoo spec",
+        lambda p, clip, out: fpp_init.api.zoo.load_zoo_spec(p),
+        ".toml",
+        ConfigError,
+        ConfigError,
+    ),
+    (
+        "zoo class-set file",
+        lambda p, clip, out: fpp_init.api.zoo.load_zoo_spec({"backbones": ["ViT-B/16"], "classes": [p]}),
+        ".txt",
+        ClassNameError,
+        ClassNameError,
+    ),
+]
+
+#: (entry point, call(path, clip), error of an OS refusal, error of an unencodable path)
+PATH_WRITERS: list[tuple[str, Callable[..., object], type[Exception], type[Exception]]] = [
+    ("save_fpp_prompt", lambda p, clip: fpp_init.save_fpp_prompt(make_prompt(), p), OutputError, ConfigError),
+    ("export_coop out", lambda p, clip: fpp_init.export_coop(make_prompt(), p), OutputError, ConfigError),
+    (
+        "build_hub_folder folder",
+        lambda p, clip: fpp_init.artifacts.build_hub_folder([make_prompt()], p),
+        OutputError,
+        ConfigError,
+    ),
+    (
+        "pretrain checkpoint",
+        lambda p, clip: fpp_init.pretrain_flat_prompt(clip, NAMES, steps=1, progress=False, checkpoint=p),
+        OutputError,
+        ConfigError,
+    ),
+    (
+        "build_zoo out",
+        lambda p, clip: fpp_init.api.zoo.build_zoo(
+            {"backbones": ["ViT-B/16"], "classes": ["agnostic"], "config": {"steps": 1}}, p
+        ),
+        OutputError,
+        ConfigError,
+    ),
+]
+
+REFUSALS = {
+    "mode-000 folder": "permission denied",
+    "300-character name": "file name too long|name is too long",
+    "5000-character path": "file name too long|name is too long",
+    "lone surrogate": "cannot encode|cannot be encoded",
+}
+
+
+def _refused_path(kind: str, r: Any, suffix: str) -> str:
+    if kind == "mode-000 folder":
+        return str(r.locked / f"f{suffix}")
+    if kind == "300-character name":
+        return str(r.root / f"{LONG_NAME}{suffix}")
+    if kind == "5000-character path":
+        return str(r.root / LONG_PATH / f"f{suffix}")
+    return str(r.root / f"\ud800{suffix}")
+
+
+def _fill_locked(r: Any, tiny_ckpt: Path) -> None:
+    """Real files behind the locked door: a prompt, a checkpoint, a spec, a class-set file."""
+    make_prompt().save(r.locked / "f.safetensors")
+    (r.locked / "f.pt").write_bytes(tiny_ckpt.read_bytes())
+    (r.locked / "f.toml").write_text('backbones = ["ViT-B/16"]\nclasses = ["agnostic"]\n')
+    (r.locked / "f.txt").write_text("banded\n")
+    r.lock()
+
+
+@pytest.mark.parametrize("kind", list(REFUSALS))
+@pytest.mark.parametrize(
+    ("entry", "call", "suffix", "os_error", "encode_error"), PATH_READERS, ids=[c[0] for c in PATH_READERS]
+)
+def test_paths_the_os_refuses_to_read(
+    tiny_clip: torch.nn.Module,
+    tiny_ckpt: Path,
+    untouched: Path,
+    kind: str,
+    entry: str,
+    call: Callable[..., object],
+    suffix: str,
+    os_error: type[Exception],
+    encode_error: type[Exception],
+) -> None:
+    with refused_folder() as r:
+        _fill_locked(r, tiny_ckpt)
+        before = r.listing()
+        path = _refused_path(kind, r, suffix)
+        with unprivileged(), pytest.raises(FPPError) as info:
+            call(path, tiny_clip, r.root)
+        assert type(info.value) is (encode_error if kind == "lone surrogate" else os_error), info.value
+        message = str(info.value)
+        assert re.search(REFUSALS[kind], message) and "\n" not in message, message
+        assert repr(path)[:60].strip("'") in message or path[:60] in message  # it names the path
+        assert r.listing() == before
+
+
+@pytest.mark.parametrize("kind", list(REFUSALS))
+@pytest.mark.parametrize(("entry", "call", "os_error", "encode_error"), PATH_WRITERS, ids=[c[0] for c in PATH_WRITERS])
+def test_paths_the_os_refuses_to_write(
+    tiny_clip: torch.nn.Module,
+    untouched: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+    entry: str,
+    call: Callable[..., object],
+    os_error: type[Exception],
+    encode_error: type[Exception],
+) -> None:
+    import fpp_init.api.pretrain as pretrain_module
+
+    monkeypatch.setattr(pretrain_module, "optimize_flat_prompt", _no_work)
+    with refused_folder() as r:
+        r.lock()
+        before = r.listing()
+        path = _refused_path(kind, r, ".out")
+        with unprivileged(), pytest.raises(FPPError) as info:
+            call(path, tiny_clip)
+        assert type(info.value) is (encode_error if kind == "lone surrogate" else os_error), info.value
+        message = str(info.value)
+        assert re.search(REFUSALS[kind], message) and "\n" not in message, message
+        assert message.count("cannot write") <= 1, message
+        assert r.listing() == before
+
+
+def _no_work(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the work started although an output cannot be written")

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from _refused import LONG_NAME, LONG_PATH, refused_folder, unprivileged
 from test_hub import make_prompt
 
 import fpp_init.api.pretrain as pretrain_module
@@ -188,3 +192,75 @@ def test_hub_without_network_fails_fast_and_quietly(tmp_path: Path) -> None:
     )  # fmt: skip
     assert push.returncode == 2 and push.stderr.count("\n") == 1, push.stderr
     assert "cannot push to 'a/b': the Hub (http://127.0.0.1:9) cannot be reached" in push.stderr
+
+
+# -- paths the OS refuses: one line naming the path, exit 2, nothing written --------------------------
+CLI_REFUSALS = {
+    "mode-000 folder": "permission denied",
+    "300-character name": "file name too long|name is too long",
+    "5000-character path": "file name too long|name is too long",
+}
+
+
+def _refused(kind: str, r: Any, suffix: str) -> str:
+    if kind == "mode-000 folder":
+        return str(r.locked / f"f{suffix}")
+    if kind == "300-character name":
+        return str(r.root / f"{LONG_NAME}{suffix}")
+    return str(r.root / LONG_PATH / f"f{suffix}")
+
+
+#: (command, arguments given the refused path P, the readable model W, class names N and a folder D)
+CLI_PATH_CASES: list[tuple[str, str, Callable[[str, str, str, Path], list[str]]]] = [
+    ("inspect", ".safetensors", lambda p, w, n, d: ["inspect", p]),
+    ("export", ".safetensors", lambda p, w, n, d: ["export", p, "--out", str(d / "o.safetensors")]),
+    ("push", ".safetensors", lambda p, w, n, d: ["push", p, "--repo-id", "someone/prompts"]),
+    ("pretrain", ".txt", lambda p, w, n, d: ["pretrain", "--weights", w, "--classnames", p, "--out", str(d / "o")]),
+    ("pretrain", ".toml", lambda p, w, n, d: [*_pretrain_args(Path(w), Path(n), d / "o"), "--config", p]),
+    ("pretrain", ".pt", lambda p, w, n, d: ["pretrain", "--weights", p, "--classnames", n, "--out", str(d / "o")]),
+    ("zoo", ".toml", lambda p, w, n, d: ["zoo", p, "--out", str(d / "zoo")]),
+    ("sharpness", ".safetensors", lambda p, w, n, d: ["sharpness", "--weights", w, "--classnames", n, p]),
+    # outputs
+    ("pretrain", ".safetensors", lambda p, w, n, d: _pretrain_args(Path(w), Path(n), Path(p))),
+    ("pretrain", ".ckpt", lambda p, w, n, d: [*_pretrain_args(Path(w), Path(n), d / "o"), "--checkpoint", p]),
+    ("export", ".pth", lambda p, w, n, d: ["export", str(d / "src.safetensors"), "--coop", p]),
+    ("export", ".hub", lambda p, w, n, d: ["export", str(d / "src.safetensors"), "--hub", p]),
+    ("zoo", ".out", lambda p, w, n, d: ["zoo", str(d / "zoo.toml"), "--out", p]),
+]
+
+
+@pytest.mark.parametrize("kind", list(CLI_REFUSALS))
+@pytest.mark.parametrize(("command", "suffix", "args"), CLI_PATH_CASES, ids=[f"{c}{s}" for c, s, _ in CLI_PATH_CASES])
+def test_paths_the_os_refuses(
+    tiny_ckpt: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    kind: str,
+    command: str,
+    suffix: str,
+    args: Callable[[str, str, str, Path], list[str]],
+) -> None:
+    monkeypatch.setattr(pretrain_module, "optimize_flat_prompt", _no_work)
+    with refused_folder() as r:
+        weights, names = r.root / "w.pt", r.root / "n.txt"
+        weights.write_bytes(tiny_ckpt.read_bytes())
+        names.write_text("banded\nblotchy\n")
+        make_prompt().save(r.root / "src.safetensors")
+        (r.root / "zoo.toml").write_text(f'backbones = ["{weights}"]\nclasses = ["agnostic"]\n[config]\nsteps = 1\n')
+        make_prompt().save(r.locked / "f.safetensors")  # real files behind the locked door
+        (r.locked / "f.txt").write_text("banded\n")
+        (r.locked / "f.toml").write_text("[fpp]\nsteps = 1\n")
+        (r.locked / "f.pt").write_bytes(tiny_ckpt.read_bytes())
+        r.lock()
+        before = r.listing()
+        path = _refused(kind, r, suffix)
+        with unprivileged():
+            rc = main(args(path, str(weights), str(names), r.root))
+        err = _one_error(capsys, command)
+        assert rc == 2, err
+        assert re.search(CLI_REFUSALS[kind], err) and path[:60] in err, err
+        assert r.listing() == before
+
+
+def _no_work(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the work started although an input cannot be read or an output written")

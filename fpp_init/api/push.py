@@ -9,12 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import constants as const
+from .._io import os_errors
 from .._validate import check_bool, check_str
 from .._version import __version__
 from ..artifacts import build_hub_folder, collect_prompts
 from ..artifacts.export import PromptSource, plan_file_names
 from ..artifacts.hub import check_repo_id, fetch_model_card, require_online, upload_folder
-from ..errors import ConfigError
+from ..errors import ConfigError, PromptFileError
 
 __all__ = ["push_fpp_prompt"]
 
@@ -24,16 +25,17 @@ def _expand_folders(
 ) -> tuple[PromptSource | Sequence[PromptSource], Sequence[str] | None, list[Path]]:
     """A folder (``fpp-init zoo`` output, a Hub folder) stands for its prompt files, under their own names,
     and its ``manifest.json``."""
-    if not (isinstance(sources, (str, os.PathLike)) and Path(sources).is_dir()):
-        return sources, filenames, []
+    if not (isinstance(sources, (str, os.PathLike)) and os.path.isdir(sources)):
+        return sources, filenames, []  # (not a folder, or one the OS refuses to stat: read as a file)
     folder = Path(sources)
-    files = sorted(p for p in folder.glob(f"*{const.SUFFIX}") if p.is_file())
+    with os_errors(PromptFileError, f"cannot read folder {str(folder)!r}"):
+        files = sorted(folder / e.name for e in os.scandir(folder) if e.name.endswith(const.SUFFIX) and e.is_file())
     if not files:
         raise ConfigError(f"folder {str(folder)!r} holds no {const.SUFFIX} prompt files", param="sources")
     if filenames is not None:
         raise ConfigError("filenames cannot be given with a folder: its files keep their names", param="filenames")
     manifest = folder / "manifest.json"
-    return files, [p.name for p in files], [manifest] if manifest.is_file() else []
+    return files, [p.name for p in files], [manifest] if os.path.isfile(manifest) else []
 
 
 def push_fpp_prompt(

@@ -38,7 +38,7 @@ import torch
 
 from .. import constants as const
 from .._io import atomic_write_bytes, check_writable_dir, read_classnames, read_toml
-from .._validate import check_classnames, check_int, check_str
+from .._validate import check_classnames, check_int, check_path, check_str
 from ..artifacts import FPPPrompt, read_prompt_file
 from ..artifacts.card import file_record, model_card
 from ..config import FPPConfig, as_config
@@ -114,7 +114,7 @@ def load_zoo_spec(spec: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[lis
     if isinstance(spec, Mapping):
         data, root = dict(spec), Path.cwd()
     else:
-        path = Path(spec)
+        path = check_path(spec, "spec")
         data, root = read_toml(path, "zoo spec", "spec"), path.resolve().parent
     known = {"backbones", "classes", "seeds", "templates", "config", "num_classes", "shard_above", "checkpoint_every"}
     unknown = sorted(set(data) - known)
@@ -150,7 +150,7 @@ def load_zoo_spec(spec: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[lis
 
 def _finished(path: Path, job: ZooJob, config: FPPConfig, num_classes: int) -> FPPPrompt | None:
     """The prompt already in ``path`` if it is this job's result (same classes, seed, template, config)."""
-    if not path.is_file():
+    if not os.path.isfile(path):
         return None
     try:
         prompt = read_prompt_file(path).prompt
@@ -190,7 +190,7 @@ def build_zoo(
 ) -> list[dict[str, Any]]:
     """Build every prompt of ``spec`` into the folder ``out`` (see the module docstring); the manifest entries."""
     jobs, config, options = load_zoo_spec(spec)
-    folder = check_writable_dir(out, "zoo output folder")
+    folder = check_writable_dir(check_path(out, "out"), "zoo output folder")
     with _distributed.session(None, _distributed.local_device() or torch.device("cpu")) as group:
         rank, world = (0, 1) if group is None else (group.rank, group.world)
         big = [j for j in jobs if j.num_classes > options["shard_above"]] if group is not None else []

@@ -120,12 +120,12 @@ def build_hub_folder(
     check_str(repo_id, "repo_id", allow_none=True)
     check_str(license, "license", allow_none=True)
     check_bool(overwrite, "overwrite")
-    root = check_path(folder, "folder")
-    if root.is_dir() and any(root.iterdir()) and not overwrite:
-        raise OutputError(
-            f"folder {str(root)!r} is not empty; choose a new folder or pass overwrite=True (CLI: --force)"
-        )
-    check_writable_dir(root, "Hub folder")
+    root = check_writable_dir(check_path(folder, "folder"), "Hub folder")
+    with os_errors(OutputError, f"cannot write Hub folder {str(root)!r}"):
+        if os.path.isdir(root) and any(os.scandir(root)) and not overwrite:
+            raise OutputError(
+                f"folder {str(root)!r} is not empty; choose a new folder or pass overwrite=True (CLI: --force)"
+            )
     records = merge_records(
         records_in_card(existing_card), [file_record(n, p) for n, p in zip(names, items, strict=True)]
     )

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from .. import constants as const
+from .._io import path_stat
 from .._validate import check_bool, check_ctx, check_path, check_str
 from ..errors import ConfigError, HubError, PickleFileError, PromptFileError
 from . import hub
@@ -68,7 +69,7 @@ def resolve_path(
     path = check_path(source, "source")
     text = os.fspath(source)
     if (
-        not path.exists()
+        path_stat(path, what="prompt file", error=PromptFileError) is None
         and isinstance(source, str)
         and text.count("/") >= 1
         and ":" not in text

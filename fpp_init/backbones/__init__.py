@@ -12,7 +12,6 @@ by the prefix (as open_clip does for its hub names):
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -56,7 +55,8 @@ def _from_object(model: Any) -> TextModel:
 def _from_reference(ref: str, device: torch.device) -> TextModel:
     if ref.startswith(const.OPEN_CLIP_PREFIX):
         return load_open_clip(ref[len(const.OPEN_CLIP_PREFIX) :], device)
-    if ref.startswith(const.HF_PREFIX) or (Path(ref).is_dir() and (Path(ref) / "config.json").is_file()):
+    # (os.path answers False where the OS refuses to say; the loader then names the reason)
+    if ref.startswith(const.HF_PREFIX) or (os.path.isdir(ref) and os.path.isfile(os.path.join(ref, "config.json"))):
         return load_hf(ref[len(const.HF_PREFIX) :] if ref.startswith(const.HF_PREFIX) else ref, device)
     return load_clip(ref, device)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import pickle
+import stat
 import sys
 import types
 import warnings
@@ -19,7 +21,8 @@ import torch
 from torch import nn
 
 from .. import constants as const
-from .._runtime import global_rng_kept
+from .._io import os_reason, path_stat
+from .._runtime import global_rng_kept, load_tensors_only
 from ..errors import ModelLoadError
 from ..towers import CausalTextTower, openai_spec
 from ._base import TextModel, first_line
@@ -155,6 +158,26 @@ def text_model_from_clip(model: nn.Module, backbone: str | None = None) -> TextM
     )
 
 
+def _load_local(clip: Any, path: str, device: torch.device) -> nn.Module:
+    """A CLIP checkpoint file as ``clip.load(path, jit=False)`` builds it, but never unpickling code:
+    an OpenAI TorchScript archive (TorchScript's own loader), else a state dict read tensors-only
+    (``clip.load`` uses plain ``torch.load``, which runs a pickle's code with torch < 2.6)."""
+    try:
+        state = torch.jit.load(path, map_location="cpu").eval().state_dict()
+    except RuntimeError:  # not a TorchScript archive
+        try:
+            state = load_tensors_only(path)
+        except pickle.UnpicklingError:  # corrupt, or objects other than tensors (never run: pickles can run code)
+            raise ModelLoadError(
+                f"could not read CLIP checkpoint {path!r}: it is neither an OpenAI CLIP archive nor a state_dict "
+                "of tensors (torch.load(weights_only=True) refused it; nothing in it was run)"
+            ) from None
+    if not isinstance(state, dict):
+        raise ModelLoadError(f"{path!r} holds a {type(state).__name__}, not a CLIP state_dict")
+    model = clip.model.build_model(state).to(device)
+    return model.float() if device.type == "cpu" else model
+
+
 def load_clip(name_or_path: str | os.PathLike[str], device: torch.device) -> TextModel:
     """Load a CLIP model by clip-anytorch name or checkpoint path.
 
@@ -164,34 +187,41 @@ def load_clip(name_or_path: str | os.PathLike[str], device: torch.device) -> Tex
     clip = import_clip()
     name = os.fspath(name_or_path)
     known = list(clip.available_models())
-    if name not in known and not os.path.exists(name):
+    found = None if name in known else path_stat(name, what="CLIP checkpoint", error=ModelLoadError)
+    if name not in known and found is None:
         if name.endswith((".pt", ".pth", ".bin", ".ckpt")) or name.startswith((".", "/", "~")):
             raise ModelLoadError(f"CLIP checkpoint not found: {name!r}; check the path")
         raise ModelLoadError(
             f"unknown CLIP model {name!r}; use one of {known}, the path of a checkpoint file, "
             f"'{const.OPEN_CLIP_PREFIX}ARCH/PRETRAINED' (OpenCLIP) or '{const.HF_PREFIX}ORG/REPO' (transformers)"
         )
-    if os.path.isdir(name):
+    if found is not None and stat.S_ISDIR(found.st_mode):
         raise ModelLoadError(f"{name!r} is a folder; pass the checkpoint file inside it")
-    if os.path.exists(name) and not os.path.isfile(name):
+    if found is not None and not stat.S_ISREG(found.st_mode):
         raise ModelLoadError(f"{name!r} is not a regular file; pass a CLIP checkpoint file")
     with global_rng_kept(device):
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load deprecation
-                model, _ = clip.load(name, device=str(device), jit=False)
+                warnings.simplefilter("ignore")  # torch.jit.load deprecation; torch's notes on refused files
+                if found is None:
+                    model, _ = clip.load(name, device=str(device), jit=False)
+                else:
+                    model = _load_local(clip, name, device)
+        except ModelLoadError:
+            raise
         except (OSError, ConnectionError) as exc:  # urllib errors are OSErrors
             if name in known:
                 raise ModelLoadError(
                     f"could not download CLIP {name!r} ({first_line(exc)}). Offline? Download the "
                     "checkpoint on a connected machine and pass its path (CLI: --weights PATH)"
                 ) from None
-            raise ModelLoadError(f"could not read CLIP checkpoint {name!r}: {first_line(exc)}") from None
+            why = os_reason(exc) if exc.errno is not None else first_line(exc)
+            raise ModelLoadError(f"could not read CLIP checkpoint {name!r}: {why}") from None
         except Exception as exc:
             raise ModelLoadError(
                 f"could not read CLIP checkpoint {name!r} ({type(exc).__name__}: {first_line(exc)}); "
                 "expected an OpenAI CLIP TorchScript archive or a state_dict saved with torch.save"
             ) from None
     logger.info("loaded CLIP %s on %s", name, device)
-    backbone = infer_backbone(getattr(model, "visual", None)) or (Path(name).name if os.path.exists(name) else name)
+    backbone = infer_backbone(getattr(model, "visual", None)) or (Path(name).name if found is not None else name)
     return text_model_from_clip(model.eval(), backbone)
