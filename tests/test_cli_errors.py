@@ -264,3 +264,38 @@ def test_paths_the_os_refuses(
 
 def _no_work(*args: object, **kwargs: object) -> None:
     raise AssertionError("the work started although an input cannot be read or an output written")
+
+
+class _Payload:
+    """A pickle that runs a shell command when unpickled without restrictions."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+@pytest.mark.parametrize("where", ["--weights", "--checkpoint", "inspect --allow-pickle"])
+def test_malicious_pickles_are_refused_unrun_in_one_line(
+    tmp_path: Path, tiny_ckpt: Path, names: Path, capsys: pytest.CaptureFixture[str], where: str, protocol: int
+) -> None:
+    import pickle
+
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"state_dict": _Payload(marker)}, protocol=protocol))
+    out = tmp_path / "o.safetensors"
+    if where == "--weights":
+        args, command, message = _pretrain_args(evil, names, out), "pretrain", "could not read CLIP checkpoint"
+    elif where == "--checkpoint":
+        args, command = [*_pretrain_args(tiny_ckpt, names, out), "--checkpoint", str(evil)], "pretrain"
+        message = "cannot be read"
+    else:
+        args, command, message = ["inspect", str(evil), "--allow-pickle"], "inspect", "weights_only=True"
+    assert main([*args, "--quiet"] if command == "pretrain" else args) == 2
+    err = _one_error(capsys, command)
+    assert message in err and "evil.pt" in err, err
+    assert not marker.exists()  # never run
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.pt", "names.txt"]
