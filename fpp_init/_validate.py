@@ -58,7 +58,7 @@ def check_int(
             rule = f"<= {max}"
         else:
             rule = f"in [{min}, {max}]"
-        raise _error(error, f"{name} must be an int {rule}, got {value!r}", name)
+        raise _error(error, f"{name} must be an int {rule}, got {_show(value)}", name)
     return value
 
 
@@ -70,9 +70,18 @@ def check_float(
     positive: bool = False,
     error: type[FPPError] = ConfigError,
 ) -> float:
-    """A finite real number (int or float, not a bool), ``>= min`` and ``> 0`` if ``positive``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    """A finite real number (int or float, not a bool), ``>= min`` and ``> 0`` if ``positive``, of a
+    magnitude a 32-bit float can carry (``<= 3.4e38``: the computation runs in fp32)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _error(error, f"{name} must be a finite number, got {value!r}", name)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _error(error, f"{name} must be a finite number, got {value!r}", name)
+    if abs(value) > const.MAX_FLOAT:  # (an int of any size compares exactly)
+        raise _error(
+            error,
+            f"{name} must be a finite number of magnitude <= {const.MAX_FLOAT:.3g} (fp32), got {_show(value)}",
+            name,
+        )
     if positive and value <= 0:
         raise _error(error, f"{name} must be a finite number > 0, got {value!r}", name)
     if min is not None and value < min:
@@ -276,6 +285,13 @@ def check_template(value: Any, name: str = "template") -> str:
                 f"class at the end: give the words before it, e.g. {const.DEFAULT_TEMPLATE!r}"
             )
     return " ".join(value.split())
+
+
+def _show(value: Any) -> str:
+    """``repr(value)``, except that an int of more than 40 digits is described, not printed."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 133:
+        return f"an int of about {int(value.bit_length() * 0.30103) + 1} digits"
+    return repr(value)
 
 
 def _error(cls: type[FPPError], message: str, param: str) -> FPPError:

@@ -36,6 +36,8 @@ MAX_SEED = 2**63 - 1
 MAX_NUM_NOISE = 10**6
 MAX_NUM_CLASSES = 10**7
 MAX_BINS = 10**6
+#: Largest magnitude of a float option: the computation runs in fp32, where a larger value is Inf.
+MAX_FLOAT = 3.4028234663852886e38
 
 # Sharpness diagnostics.
 #: Noise scales, as multiples of FPP's ``ctx_noise`` / ``cls_noise``.

@@ -93,6 +93,10 @@ PRETRAIN_CASES: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"seed": -1}, ConfigError, r"seed must be an int in \[0, "),
     ({"lr": 0}, ConfigError, "lr must be a finite number > 0"),
     ({"lr": float("inf")}, ConfigError, "lr must be a finite number"),
+    ({"lr": 1e39}, ConfigError, r"lr must be a finite number of magnitude <= 3.4e\+38 \(fp32\), got 1e\+39"),
+    ({"lr": 10**400}, ConfigError, "lr must be a finite number of magnitude .* got an int of about 401 digits"),
+    ({"init_std": 2**200}, ConfigError, "init_std must be a finite number of magnitude"),
+    ({"steps": 10**4000}, ConfigError, r"steps must be an int in \[1, 1000000000\], got an int of about 4001 digits"),
     ({"ctx_noise": -0.1}, ConfigError, "ctx_noise must be a finite number >= 0"),
     ({"cls_noise": float("nan")}, ConfigError, "cls_noise must be a finite number"),
     ({"num_noise": 0}, ConfigError, "num_noise must be an int in"),
@@ -128,7 +132,7 @@ PRETRAIN_CASES: list[tuple[dict[str, Any], type[Exception], str]] = [
 ]
 
 
-@pytest.mark.parametrize(("case", "error", "match"), PRETRAIN_CASES, ids=[f"{c}" for c, _, _ in PRETRAIN_CASES])
+@pytest.mark.parametrize(("case", "error", "match"), PRETRAIN_CASES, ids=[f"{c}"[:80] for c, _, _ in PRETRAIN_CASES])
 def test_pretrain_bad_input(
     tiny_clip: torch.nn.Module, untouched: Path, case: dict[str, Any], error: type[Exception], match: str
 ) -> None:
@@ -214,6 +218,34 @@ def test_sharpness_of_a_model_with_nan_weights(tiny_clip: torch.nn.Module) -> No
 def test_diverging_learning_rate_names_the_step(tiny_clip: torch.nn.Module, untouched: Path) -> None:
     with pytest.raises(NonFiniteError, match=r"diverged: .* at step \d+ of 30 \(lr=1e\+20\); lower lr"):
         run(tiny_clip, steps=30, lr=1e20, min_lr=0.0)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"lr": 1e38}, r"the AdamW update overflows fp32 at step 1 of 3 \(lr=1e\+38"),
+        ({"lr": 3.4e38, "weight_decay": 1.0}, "overflows fp32 at step 1 of 3"),
+        ({"lr": 1e30, "weight_decay": 1e10}, r"became NaN/Inf at step \d of 3"),
+        ({"flat_weight": 3e38}, r"became NaN/Inf at step \d of 3"),
+        ({"ctx_noise": 3e38}, r"became NaN/Inf at step 1 of 3 .*extreme ctx_noise"),
+        ({"cls_noise": 1e30}, r"became NaN/Inf at step 1 of 3"),
+        ({"init_std": 3e38}, r"became NaN/Inf at step 1 of 3"),
+    ],
+)
+def test_numbers_that_overflow_fp32_are_non_finite_errors(
+    tiny_clip: torch.nn.Module, untouched: Path, options: dict[str, float], match: str
+) -> None:
+    with pytest.raises(NonFiniteError, match=match) as info:
+        run(tiny_clip, steps=3, min_lr=0.0, **options)
+    assert "Nothing was returned or saved" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "options", [{"factors": [3e38]}, {"span": 3e38, "landscape": True}, {"ctx_noise": 3e38}, {"cls_noise": 1e30}]
+)
+def test_sharpness_noise_that_overflows_fp32(tiny_clip: torch.nn.Module, options: dict[str, Any]) -> None:
+    with pytest.raises(NonFiniteError, match=r"became NaN/Inf .* too large for fp32"):
+        fpp_init.sharpness(tiny_clip, "a photo of a", NAMES, progress=False, **options)
 
 
 def test_live_model_with_nan_weights_is_not_installed(tiny_clip: torch.nn.Module) -> None:
