@@ -283,6 +283,55 @@ def test_fpp_prompt_enforces_its_invariants() -> None:
         fpp_init.artifacts.prompt_bytes(prompt)
 
 
+def _edited(kind: str) -> FPPPrompt:
+    """A prompt valid when made, whose ctx was changed in place afterwards."""
+    prompt = make_prompt()
+    if kind == "one Inf":
+        prompt.ctx[1, 7] = float("inf")  # 1 of 512 values
+    elif kind == "all NaN":
+        prompt.ctx.fill_(float("nan"))
+    else:
+        prompt.ctx = prompt.ctx[0]  # a 1-D tensor
+    return prompt
+
+
+EDITED = {
+    "one Inf": "ctx contains NaN or Inf|source contains NaN or Inf",
+    "all NaN": "contains NaN or Inf",
+    "1-D": r"shape \[n_ctx, D\]",
+}
+EDITED_USES: list[tuple[str, Callable[[FPPPrompt, Path, torch.nn.Module], object]]] = [
+    ("save", lambda p, d, clip: p.save(d / "p.safetensors")),
+    ("save_fpp_prompt", lambda p, d, clip: fpp_init.save_fpp_prompt(p, d / "p.safetensors")),
+    ("export_coop", lambda p, d, clip: fpp_init.export_coop(p, d / "p.pth")),
+    ("build_hub_folder", lambda p, d, clip: fpp_init.artifacts.build_hub_folder([make_prompt(seed=1), p], d / "hub")),
+    ("push_fpp_prompt", lambda p, d, clip: fpp_init.push_fpp_prompt(p, "someone/prompts")),
+    ("load_fpp_prompt", lambda p, d, clip: fpp_init.load_fpp_prompt(p)),
+    ("apply", lambda p, d, clip: fpp_init.apply(get_coop(clip, NAMES), p, strict=False)),
+    ("sharpness", lambda p, d, clip: fpp_init.sharpness(clip, p, NAMES, progress=False)),
+]
+
+
+@pytest.mark.parametrize("kind", list(EDITED))
+@pytest.mark.parametrize(("use", "call"), EDITED_USES, ids=[u for u, _ in EDITED_USES])
+def test_a_ctx_changed_after_construction_is_checked_where_it_is_used(
+    tiny_clip: torch.nn.Module, untouched: Path, kind: str, use: str, call: Callable[..., object]
+) -> None:
+    with pytest.raises(PromptShapeError, match=EDITED[kind]):
+        call(_edited(kind), untouched, tiny_clip)
+
+
+def test_an_installed_prompt_changed_later_is_not_installed_again(tiny_clip: torch.nn.Module) -> None:
+    model = get_coop(tiny_clip, NAMES)
+    prompt = make_prompt()
+    fpp_init.apply(model, prompt, strict=False)
+    installed = model.prompt_learner.ctx.detach().clone()
+    prompt.ctx[0, 0] = float("inf")
+    with pytest.raises(PromptShapeError, match="the prompt's ctx contains NaN or Inf"):
+        model.reset_classnames(["cracked", "bumpy"], "ViT-B/16")
+    assert torch.equal(model.prompt_learner.ctx.detach(), installed)  # the Inf never reached the model
+
+
 # -- load_fpp_prompt -------------------------------------------------------------------------------
 LOAD_CASES: list[tuple[Any, dict[str, Any], type[Exception], str]] = [
     (None, {}, ConfigError, "source must be a prompt file path or an hf:// reference, got None"),

@@ -27,7 +27,7 @@ from .._validate import check_bool, check_int, check_path, check_str
 from ..errors import ConfigError, OutputError
 from .card import file_record, merge_records, model_card, records_in_card
 from .hub import default_filename
-from .prompt import FPPPrompt, prompt_bytes
+from .prompt import FPPPrompt, current_ctx, prompt_bytes
 from .sources import as_prompt
 
 __all__ = ["export_coop", "collect_prompts", "build_hub_folder", "plan_file_names", "PromptSource"]
@@ -60,7 +60,7 @@ def export_coop(source: PromptSource, out: str | os.PathLike[str], *, epoch: int
         steps = p.config.get("steps")
         epoch = steps if isinstance(steps, int) and not isinstance(steps, bool) else 0
     check_int(epoch, "epoch", min=0)
-    ctx = p.ctx.detach().to(device="cpu", dtype=torch.float32).contiguous().clone()
+    ctx = current_ctx(p).to(device="cpu", dtype=torch.float32).contiguous().clone()
     buf = io.BytesIO()
     torch.save({"state_dict": {const.CTX_KEY: ctx}, "epoch": int(epoch)}, buf)
     return atomic_write_bytes(path, buf.getvalue(), what="CoOp checkpoint")

@@ -14,7 +14,7 @@ from .._validate import check_bool, check_ctx, check_path, check_str
 from ..errors import ConfigError, HubError, PickleFileError, PromptFileError
 from . import hub
 from .files import PromptFile, read_prompt_file
-from .prompt import FPPPrompt
+from .prompt import FPPPrompt, current_ctx
 
 __all__ = ["HubOptions", "resolve_path", "read_source", "as_prompt", "is_prompt_path"]
 
@@ -97,6 +97,7 @@ def read_source(
 def as_prompt(source: Any, *, what: str = "source", allow_pickle: bool = False) -> FPPPrompt:
     """An :class:`FPPPrompt` from a prompt, a ``[n_ctx, D]`` tensor, a file path or an ``hf://`` reference."""
     if isinstance(source, FPPPrompt):
+        current_ctx(source)  # changed in place since it was made?
         return source
     if isinstance(source, torch.Tensor):
         return FPPPrompt(ctx=check_ctx(source, what).float().cpu().clone(), template=None)
