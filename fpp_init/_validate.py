@@ -29,6 +29,7 @@ __all__ = [
     "check_choice",
     "check_str",
     "check_path",
+    "check_file_name",
     "check_cache",
     "check_device",
     "check_dtype",
@@ -127,6 +128,34 @@ def check_path(value: Any, name: str) -> Path:
             param=name,
         ) from None
     return Path(value).expanduser()
+
+
+def check_file_name(value: Any, what: str, *, param: str, suffix: str | None = None) -> str:
+    """A plain file name for a folder fpp-init writes: one path component (no ``/``, ``\\``, NUL or
+    other control character), not hidden, encodable, at most 255 bytes, ending in ``suffix`` if given;
+    ``what`` starts the message (``"file name"``), ``param`` is the argument it came from."""
+    why = None
+    if not isinstance(value, str) or not value:
+        why = "must be a non-empty string"
+    elif "/" in value or "\\" in value:
+        why = "must be a plain name, not a path"
+    elif any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        why = "holds a NUL or other control character"
+    elif value.startswith("."):
+        why = "must not start with '.' (hidden names are fpp-init's temporary files)"
+    elif suffix is not None and not value.endswith(suffix):
+        why = f"must end in {suffix}"
+    else:
+        try:
+            size = len(os.fsencode(value))
+        except UnicodeError:
+            why = "holds characters the file system cannot encode (a lone surrogate?)"
+        else:
+            if size > 255:
+                why = f"is {size} bytes long; file systems allow at most 255"
+    if why is not None:
+        raise ConfigError(f"{what} {value!r} {why}", param=param)
+    return value
 
 
 def check_cache(value: Any, name: str = "cache") -> Path | None:

@@ -158,6 +158,19 @@ def test_hub_folder_is_built_whole_or_not_at_all(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.safetensors", "b.safetensors"]  # no half-built folder
 
 
+def test_full_disk_leaves_an_existing_hub_folder_as_it_was(tmp_path: Path) -> None:
+    a = make_prompt(seed=1).save(tmp_path / "a.safetensors")
+    b = make_prompt(seed=2).save(tmp_path / "b.safetensors")
+    hub = tmp_path / "hub"
+    assert main(["export", str(a), "--hub", str(hub), "--name", "a.safetensors"]) == 0
+    before = {p.name: p.read_bytes() for p in hub.iterdir()}
+    args = ["export", str(b), str(a), "--hub", str(hub), "--name", "a.safetensors", "--name", "b.safetensors"]
+    out = _limited(a.stat().st_size + 200, [*args, "--force"], tmp_path)  # room for a file, not for the card
+    assert out.returncode == 2 and "cannot write" in out.stderr and out.stderr.count("\n") == 1, out.stderr
+    assert {p.name: p.read_bytes() for p in hub.iterdir()} == before  # not a single file replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.safetensors", "b.safetensors", "hub"]
+
+
 def _dead_pid() -> int:
     pid = 4_000_000
     while True:
