@@ -40,6 +40,8 @@ __all__ = [
 ]
 
 _TMP_SUFFIX = ".tmp"
+#: What a parser's RecursionError means for a file (the parsers recurse once per nesting level).
+NESTED_TOO_DEEPLY = "is nested too deeply to be read (thousands of levels of arrays or tables: not a real file?)"
 _MAX_CLASSNAME_FILE = 64 * 2**20
 _MAX_TOML_FILE = 16 * 2**20
 _STALE_SECONDS = 24 * 3600
@@ -186,6 +188,8 @@ def read_classnames(path: str | os.PathLike[str]) -> list[str]:
             raise ClassNameError(
                 f"{os.fspath(path)!r} starts with '[' but is not valid JSON: {exc.msg} at line {exc.lineno}"
             ) from None
+        except RecursionError:
+            raise ClassNameError(f"class-name file {os.fspath(path)!r} {NESTED_TOO_DEEPLY}") from None
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise ClassNameError(f"{os.fspath(path)!r} must hold a JSON list of strings")
         return names
@@ -205,6 +209,8 @@ def read_toml(path: str | os.PathLike[str], what: str, param: str) -> dict[str, 
         raise ConfigError(
             f"{what} {os.fspath(path)!r} is not valid TOML: {' '.join(str(exc).split())}", param=param
         ) from None
+    except RecursionError:
+        raise ConfigError(f"{what} {os.fspath(path)!r} {NESTED_TOO_DEEPLY}", param=param) from None
 
 
 # -- checking outputs before work -----------------------------------------------------------------

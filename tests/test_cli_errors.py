@@ -114,6 +114,56 @@ def test_config_file(tmp_path: Path, tiny_ckpt: Path, names: Path, capsys: pytes
     assert (written.config["steps"], written.config["seed"], written.config["num_noise"]) == (2, 5, 2)
 
 
+DEEP = 100_000
+CONFIG_FILE_CASES = {
+    "nested arrays": ("steps = " + "[" * DEEP + "]" * DEEP + "\n", "is nested too deeply to be read"),
+    "nested inline tables": ("steps = " + "{a = " * DEEP + "1" + "}" * DEEP + "\n", "is nested too deeply"),
+    "a key beside [fpp]": ("seed = 1\n[fpp]\nsteps = 2\n", r"\['seed'\] outside the \[fpp\] table would not be used"),
+    "a table beside [fpp]": ("[fpp]\nsteps = 2\n[train]\nlr = 1\n", r"\['train'\] outside the \[fpp\] table"),
+    "unknown key in [fpp]": ("[fpp]\nstepz = 2\n", r"unknown FPP option\(s\) \['stepz'\]"),
+}
+
+
+@pytest.mark.parametrize("case", list(CONFIG_FILE_CASES))
+def test_config_files_quietly_wrong(
+    tmp_path: Path,
+    tiny_ckpt: Path,
+    names: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    case: str,
+) -> None:
+    monkeypatch.setattr(pretrain_module, "optimize_flat_prompt", _no_work)
+    text, message = CONFIG_FILE_CASES[case]
+    config = tmp_path / "c.toml"
+    config.write_text(text)
+    assert main([*_pretrain_args(tiny_ckpt, names, tmp_path / "o.safetensors"), "--config", str(config)]) == 2
+    err = _one_error(capsys, "pretrain")
+    assert re.search(message, err) and "c.toml" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml", "names.txt"]
+
+
+def test_files_nested_too_deeply(tmp_path: Path, tiny_ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from safetensors.torch import save
+
+    deep = "[" * DEEP + "]" * DEEP
+    names = tmp_path / "deep.json"
+    names.write_text(deep)
+    assert (
+        main(["pretrain", "--weights", str(tiny_ckpt), "--classnames", str(names), "--out", str(tmp_path / "o")]) == 2
+    )
+    assert "class-name file" in (err := _one_error(capsys, "pretrain")) and "nested too deeply" in err, err
+    header = ('{"a":' + deep + "}").encode()
+    (tmp_path / "header.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
+    assert main(["inspect", str(tmp_path / "header.safetensors")]) == 2
+    assert "its header is nested too deeply" in _one_error(capsys, "inspect")
+    meta = {**make_prompt().metadata(), "classnames": deep}
+    (tmp_path / "meta.safetensors").write_bytes(save({"ctx": make_prompt().ctx}, metadata=meta))
+    assert main(["inspect", str(tmp_path / "meta.safetensors")]) == 2
+    assert "metadata field 'classnames' is nested too deeply" in _one_error(capsys, "inspect")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep.json", "header.safetensors", "meta.safetensors"]
+
+
 def fpp_init_load(path: Path):
     import fpp_init
 

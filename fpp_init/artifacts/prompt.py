@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import save
 
 from .. import constants as const
-from .._io import atomic_write_bytes
+from .._io import NESTED_TOO_DEEPLY, atomic_write_bytes
 from .._validate import check_classnames, check_ctx, check_device, check_dtype, check_int, check_path
 from .._version import __version__
 from ..errors import ClassNameError, ConfigError, PromptFormatError, PromptMismatchError
@@ -175,6 +175,8 @@ class FPPPrompt:
                     f"{where}: metadata field {key!r} is not valid JSON ({exc.msg}): {raw[:80]!r}; "
                     "the file was edited or written by another tool: re-export it with fpp-init"
                 ) from None
+            except RecursionError:
+                raise PromptFormatError(f"{where}: metadata field {key!r} {NESTED_TOO_DEEPLY}") from None
 
         values = {k: parse(k) for k in _JSON_FIELDS}
         for key, size in (("n_ctx", ctx.shape[0]), ("width", ctx.shape[-1])):

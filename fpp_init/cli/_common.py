@@ -12,6 +12,7 @@ import sys
 from .. import constants as const
 from .._io import read_classnames, read_toml
 from ..config import FPPConfig
+from ..errors import ConfigError
 
 __all__ = [
     "read_classnames",
@@ -97,7 +98,19 @@ def config_from_args(args: argparse.Namespace) -> FPPConfig:
     base = FPPConfig()
     if args.config:
         table = read_toml(args.config, "config file", "config")
-        base = FPPConfig.from_dict(table["fpp"] if isinstance(table.get("fpp"), dict) else table, strict=True)
+        if isinstance(table.get("fpp"), dict):  # the fields under [fpp]: nothing else may be in the file
+            unused = sorted(k for k in table if k != "fpp")
+            if unused:
+                raise ConfigError(
+                    f"config file {args.config!r}: {unused} outside the [fpp] table would not be used; move "
+                    "them under [fpp], or drop the [fpp] header",
+                    param="config",
+                )
+            table = table["fpp"]
+        try:
+            base = FPPConfig.from_dict(table, strict=True)
+        except ConfigError as exc:  # name the file, and the flag the field also has
+            raise ConfigError(f"config file {args.config!r}: {in_flags(str(exc), exc.param)}", param="config") from None
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(FPPConfig) if getattr(args, f.name) is not None}
     return base.replace(**given)
 
