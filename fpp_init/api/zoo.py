@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,18 +38,20 @@ from typing import Any
 import torch
 
 from .. import constants as const
-from .._io import atomic_write_bytes, check_writable_dir, read_classnames, read_toml
-from .._validate import check_classnames, check_int, check_path, check_str
+from .._io import atomic_write_bytes, check_writable_dir, path_stat, read_classnames, read_regular_file, read_toml
+from .._validate import check_classnames, check_file_name, check_int, check_path, check_str, check_template
 from ..artifacts import FPPPrompt, read_prompt_file
 from ..artifacts.card import file_record, model_card
 from ..config import FPPConfig, as_config
-from ..errors import ConfigError, FPPError
+from ..errors import ConfigError, FPPError, FPPWarning, ModelLoadError
 from . import _distributed
 from .pretrain import pretrain_flat_prompt
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ZooJob", "load_zoo_spec", "build_zoo"]
+
+_MAX_MANIFEST = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -79,8 +82,15 @@ def _list(spec: Mapping[str, Any], key: str, default: list[Any] | None = None) -
     return value
 
 
-def _backbone(item: Any, root: Path) -> tuple[str, str]:
+def _entry_keys(item: Mapping[str, Any], where: str, known: tuple[str, ...]) -> None:
+    unknown = sorted(str(k) for k in set(item) - set(known))
+    if unknown:
+        raise ConfigError(f"zoo spec: unknown key(s) {unknown} in {where}; known: {', '.join(known)}", param="spec")
+
+
+def _backbone(item: Any, root: Path, i: int) -> tuple[str, str]:
     if isinstance(item, Mapping):
+        _entry_keys(item, f"backbones[{i}]", ("model", "name"))
         model = check_str(item.get("model"), "zoo spec: backbones[].model")
         name = check_str(item.get("name", model), "zoo spec: backbones[].name")
     else:
@@ -90,14 +100,17 @@ def _backbone(item: Any, root: Path) -> tuple[str, str]:
     )
     if is_path and not os.path.isabs(os.path.expanduser(model)):
         model = str(root / model)
+    if is_path and path_stat(os.path.expanduser(model), what="CLIP checkpoint", error=ModelLoadError) is None:
+        raise ModelLoadError(f"zoo spec: backbones[{i}]: CLIP checkpoint not found: {model!r}; check the path")
     label = Path(name).stem if is_path and name == item else name
     return _slug(label), model
 
 
-def _class_set(item: Any, root: Path) -> tuple[str, tuple[str, ...] | None]:
+def _class_set(item: Any, root: Path, i: int) -> tuple[str, tuple[str, ...] | None]:
     if item == "agnostic":
         return "agnostic", None
     if isinstance(item, Mapping):
+        _entry_keys(item, f"classes[{i}]", ("file", "name"))
         file = check_str(item.get("file"), "zoo spec: classes[].file")
         name = check_str(item.get("name", Path(file).stem), "zoo spec: classes[].name")
     else:
@@ -120,14 +133,20 @@ def load_zoo_spec(spec: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[lis
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"zoo spec: unknown key(s) {unknown}; known: {', '.join(sorted(known))}", param=unknown[0])
-    config = as_config(data.get("config") or {})
-    backbones = [_backbone(b, root) for b in _list(data, "backbones")]
-    classes = [_class_set(c, root) for c in _list(data, "classes")]
+    table = data.get("config", {})
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"zoo spec: 'config' must be a table of FPPConfig fields, got {table!r}", param="config")
+    config = as_config(dict(table))
+    backbones = [_backbone(b, root, i) for i, b in enumerate(_list(data, "backbones"))]
+    classes = [_class_set(c, root, i) for i, c in enumerate(_list(data, "classes"))]
     seeds = [check_int(s, "zoo spec: seeds[]", min=0, max=const.MAX_SEED) for s in _list(data, "seeds", [config.seed])]
-    templates = [check_str(t, "zoo spec: templates[]") for t in _list(data, "templates", [const.DEFAULT_TEMPLATE])]
+    templates = [check_template(t, "zoo spec: templates[]") for t in _list(data, "templates", [const.DEFAULT_TEMPLATE])]
     options = {
         "num_classes": check_int(
-            data.get("num_classes", const.DEFAULT_AGNOSTIC_CLASSES), "zoo spec: num_classes", min=1
+            data.get("num_classes", const.DEFAULT_AGNOSTIC_CLASSES),
+            "zoo spec: num_classes",
+            min=1,
+            max=const.MAX_NUM_CLASSES,
         ),
         "shard_above": check_int(data.get("shard_above", 10**9), "zoo spec: shard_above", min=1),
         "checkpoint_every": check_int(data.get("checkpoint_every", 50), "zoo spec: checkpoint_every", min=1),
@@ -139,6 +158,7 @@ def load_zoo_spec(spec: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[lis
                 for i, template in enumerate(templates):
                     suffix = f"_t{i}" if len(templates) > 1 else ""
                     filename = f"fpp_{label}_{tag}_seed{seed}{suffix}{const.SUFFIX}"
+                    check_file_name(filename, "zoo spec: the file name", param="spec")  # long labels, before work
                     jobs.append(ZooJob(label, model, tag, names, seed, template, filename))
     dupes = sorted({j.filename for j in jobs if [k.filename for k in jobs].count(j.filename) > 1})
     if dupes:
@@ -148,18 +168,58 @@ def load_zoo_spec(spec: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[lis
     return jobs, config, options
 
 
-def _finished(path: Path, job: ZooJob, config: FPPConfig, num_classes: int) -> FPPPrompt | None:
-    """The prompt already in ``path`` if it is this job's result (same classes, seed, template, config)."""
+def _recorded_digests(folder: Path) -> dict[str, str]:
+    """``{file: sha256}`` from the folder's ``manifest.json`` (written by an earlier run), or ``{}``."""
+    path = folder / "manifest.json"
+    if path_stat(path, what="zoo manifest", error=ConfigError) is None:
+        return {}
+    try:
+        entries = json.loads(read_regular_file(path, limit=_MAX_MANIFEST, what="zoo manifest", error=ConfigError))
+        if not isinstance(entries, list):
+            raise ValueError("not a list")
+        return {
+            e["file"]: e["sha256"]
+            for e in entries
+            if isinstance(e, dict) and isinstance(e.get("file"), str) and isinstance(e.get("sha256"), str)
+        }
+    except (ValueError, RecursionError, ConfigError) as exc:
+        warnings.warn(
+            f"zoo: {str(path)!r} cannot be read ({' '.join(str(exc).split())[:200]}); the finished files are "
+            "checked by their metadata only, and the manifest is written again at the end",
+            FPPWarning,
+            stacklevel=3,
+        )
+        return {}
+
+
+def _finished(
+    path: Path, job: ZooJob, config: FPPConfig, num_classes: int, recorded: dict[str, str] | None = None
+) -> FPPPrompt | None:
+    """The prompt already in ``path`` if it is this job's result (same classes, seed, template, config)
+    and, where ``recorded`` (the earlier manifest) has the file's sha256, the very bytes it recorded."""
     if not os.path.isfile(path):
         return None
     try:
-        prompt = read_prompt_file(path).prompt
+        found = read_prompt_file(path)
+        data = read_regular_file(path, limit=const.MAX_PROMPT_FILE_BYTES, what="prompt file")
     except FPPError:
         return None
+    prompt = found.prompt
     same_classes = prompt.class_agnostic if job.classnames is None else prompt.classnames == list(job.classnames)
     count = num_classes if job.classnames is None else len(job.classnames)
     ok = same_classes and prompt.num_classes == count and prompt.template == job.template
-    return prompt if ok and config.replace(seed=job.seed).made(prompt.config, count) else None
+    if not (ok and config.replace(seed=job.seed).made(prompt.config, count)):
+        return None
+    want = (recorded or {}).get(job.filename)
+    if want is not None and hashlib.sha256(data).hexdigest() != want:
+        warnings.warn(
+            f"zoo: {job.filename} does not match the sha256 manifest.json records for it (changed since it was "
+            "built); building it again",
+            FPPWarning,
+            stacklevel=3,
+        )
+        return None
+    return prompt
 
 
 def _run_job(
@@ -195,9 +255,10 @@ def build_zoo(
         rank, world = (0, 1) if group is None else (group.rank, group.world)
         big = [j for j in jobs if j.num_classes > options["shard_above"]] if group is not None else []
         small = [j for j in jobs if j not in big]
+        recorded = _recorded_digests(folder)
         for job in big + small[rank::world]:
             path = folder / job.filename
-            if _finished(path, job, config, options["num_classes"]) is not None:
+            if _finished(path, job, config, options["num_classes"], recorded) is not None:
                 logger.info("zoo: %s is done; skipped", job.filename)
                 continue
             logger.info("zoo: building %s", job.filename)
