@@ -34,6 +34,7 @@ from fpp_init import (
     TemplateError,
     metrics,
 )
+from fpp_init.api.zoo import build_zoo, load_zoo_spec
 
 NAMES = ["banded", "blotchy"]
 
@@ -532,14 +533,14 @@ PATH_READERS: list[tuple[str, Callable[..., object], str, type[Exception], type[
     ),
     (
         "zoo spec",
-        lambda p, clip, out: fpp_init.api.zoo.load_zoo_spec(p),
+        lambda p, clip, out: load_zoo_spec(p),
         ".toml",
         ConfigError,
         ConfigError,
     ),
     (
         "zoo class-set file",
-        lambda p, clip, out: fpp_init.api.zoo.load_zoo_spec({"backbones": ["ViT-B/16"], "classes": [p]}),
+        lambda p, clip, out: load_zoo_spec({"backbones": ["ViT-B/16"], "classes": [p]}),
         ".txt",
         ClassNameError,
         ClassNameError,
@@ -564,9 +565,7 @@ PATH_WRITERS: list[tuple[str, Callable[..., object], type[Exception], type[Excep
     ),
     (
         "build_zoo out",
-        lambda p, clip: fpp_init.api.zoo.build_zoo(
-            {"backbones": ["ViT-B/16"], "classes": ["agnostic"], "config": {"steps": 1}}, p
-        ),
+        lambda p, clip: build_zoo({"backbones": ["ViT-B/16"], "classes": ["agnostic"], "config": {"steps": 1}}, p),
         OutputError,
         ConfigError,
     ),

@@ -39,9 +39,10 @@ import torch
 
 from .. import constants as const
 from .._io import atomic_write_bytes, check_writable_dir, path_stat, read_classnames, read_regular_file, read_toml
-from .._validate import check_classnames, check_file_name, check_int, check_path, check_str, check_template
+from .._validate import check_bool, check_classnames, check_file_name, check_int, check_path, check_str, check_template
 from ..artifacts import FPPPrompt, read_prompt_file
 from ..artifacts.card import file_record, model_card
+from ..artifacts.hub import check_repo_id
 from ..config import FPPConfig, as_config
 from ..errors import ConfigError, FPPError, FPPWarning, ModelLoadError
 from . import _distributed
@@ -249,6 +250,9 @@ def build_zoo(
     repo_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """Build every prompt of ``spec`` into the folder ``out`` (see the module docstring); the manifest entries."""
+    if repo_id is not None:
+        check_repo_id(repo_id)
+    check_bool(progress, "progress")
     jobs, config, options = load_zoo_spec(spec)
     folder = check_writable_dir(check_path(out, "out"), "zoo output folder")
     with _distributed.session(None, _distributed.local_device() or torch.device("cpu")) as group:

@@ -27,7 +27,7 @@ from .._io import atomic_write_bytes, check_writable_dir, os_errors, remove_stal
 from .._validate import check_bool, check_file_name, check_int, check_path, check_str
 from ..errors import ConfigError, OutputError
 from .card import file_record, merge_records, model_card, records_in_card
-from .hub import default_filename
+from .hub import check_repo_id, default_filename
 from .prompt import FPPPrompt, current_ctx, prompt_bytes
 from .sources import as_prompt
 
@@ -109,9 +109,10 @@ def build_hub_folder(
     built in a temp folder beside ``folder`` first; an absent ``folder`` then appears whole in
     one rename, so a failure leaves nothing half-built.
     """
+    if repo_id is not None:
+        check_repo_id(repo_id)
     items = collect_prompts(sources)
     names = plan_file_names(items, filenames)
-    check_str(repo_id, "repo_id", allow_none=True)
     check_str(license, "license", allow_none=True)
     check_bool(overwrite, "overwrite")
     root = check_writable_dir(check_path(folder, "folder"), "Hub folder")

@@ -51,6 +51,7 @@ def resolve_path(
         check_str(filename, "filename")
         if not isinstance(source, str) or hub.is_hub_ref(source):
             raise HubError(f"with filename=, source must be a repository id OWNER/NAME, got {source!r}")
+        hub.check_repo_id(source, "source")  # 'a/b/c' + filename must not become repository a/b
         source = f"{const.HUB_SCHEME}{source}/{filename}"
     if hub.is_hub_ref(source):
         ref = hub.parse_hub_ref(str(source), revision=opts.revision)

@@ -100,9 +100,18 @@ def _one_source(args: argparse.Namespace, what: str) -> str:
     return str(args.sources[0])
 
 
+def _repo_id(args: argparse.Namespace) -> None:
+    """``--repo-id``, checked by the one repository-id validator before any work."""
+    if args.repo_id is not None:
+        from ..artifacts.hub import check_repo_id
+
+        check_repo_id(args.repo_id, "--repo-id")
+
+
 def run_export(args: argparse.Namespace) -> int:
     from ..artifacts import build_hub_folder, export_coop
 
+    _repo_id(args)
     if args.coop:
         check_writable_file(args.coop, "--coop")
         prompt = _read(args, _one_source(args, "--coop")).prompt
@@ -126,6 +135,7 @@ def run_export(args: argparse.Namespace) -> int:
 def run_push(args: argparse.Namespace) -> int:
     from ..api import push_fpp_prompt
 
+    _repo_id(args)
     folder = len(args.sources) == 1 and os.path.isdir(args.sources[0])
     prompts = args.sources[0] if folder else [_read(args, s).prompt for s in args.sources]
     url = push_fpp_prompt(

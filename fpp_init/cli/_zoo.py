@@ -27,6 +27,10 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.repo_id is not None:
+        from ..artifacts.hub import check_repo_id
+
+        check_repo_id(args.repo_id, "--repo-id")
     check_writable_dir(args.out, "--out")
     from ..api.zoo import build_zoo
 
