@@ -1,10 +1,12 @@
 """Files: bounded reads of regular files, writability checks before work, atomic writes.
 
 Every OS error becomes a one-line :class:`~fpp_init.errors.FPPError` that names the path.
-Writes go to a temp file in the destination folder (``.NAME.<pid>-<random>.tmp``), are
-flushed to disk and renamed over the destination, so a reader sees the old file or the
-new one, never a part. A temp file left by a killed process is removed by the next write
-of the same file.
+Writes go to a temp file in the destination folder, are flushed to disk and renamed over the
+destination, so a reader sees the old file or the new one, never a part. Where the platform
+allows (Linux ``O_TMPFILE``), the temp file has no name until its data is complete: it is
+written unnamed, linked as ``.NAME.<pid>-<random>.tmp`` and renamed, so a process killed while
+writing leaves nothing. Elsewhere it is written under that name from the start; a temp file
+left by a killed process is then removed by the next write of the same file.
 """
 
 from __future__ import annotations
@@ -221,12 +223,34 @@ def _existing_ancestor(path: Path) -> Path:
     return p
 
 
+#: errno of an ``O_TMPFILE`` open where the kernel or the file system does not support it
+_NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}
+
+
+def _unnamed_file(folder: Path) -> int | None:
+    """A write descriptor of a new file in ``folder`` that has no name yet (``O_TMPFILE``), or ``None``
+    where that is not supported; the usual ``0666`` minus the umask, as for any new file."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if not flag:
+        return None
+    try:
+        return os.open(folder, flag | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as exc:
+        if exc.errno in _NO_TMPFILE:
+            return None
+        raise
+
+
 def _probe(folder: Path, shown: str, what: str) -> None:
-    """Create and remove a file in ``folder``: the only check that root, ACLs and read-only mounts all obey."""
+    """Create (and remove) a file in ``folder``: the only check that root, ACLs and read-only mounts all obey."""
     if not folder.is_dir():
         raise OutputError(f"cannot write {what} {shown!r}: {str(folder)!r} is a file, not a folder")
-    probe = folder / f".fpp-init-probe.{os.getpid()}-{secrets.token_hex(4)}{_TMP_SUFFIX}"
     try:
+        fd = _unnamed_file(folder)  # leaves nothing behind even if this process is killed now
+        if fd is not None:
+            os.close(fd)
+            return
+        probe = folder / f".fpp-init-probe.{os.getpid()}-{secrets.token_hex(4)}{_TMP_SUFFIX}"
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
         raise OutputError(f"cannot write {what} {shown!r}: {os_reason(exc)} (in {str(folder)!r})") from None
@@ -340,12 +364,10 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, what: str = "o
             p.parent.mkdir(parents=True, exist_ok=True)
             remove_stale_temps(p.parent, p.name)
             tmp = p.parent / f".{p.name[:200]}.{os.getpid()}-{secrets.token_hex(4)}{_TMP_SUFFIX}"
-            # the kernel applies the umask to 0o666, as for any newly created file
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+            if not _write_then_name(p.parent, tmp, data):
+                # the kernel applies the umask to 0o666, as for any newly created file
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+                _write_all(fd, data)
             os.replace(tmp, p)
             tmp = None
     finally:
@@ -353,3 +375,30 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, what: str = "o
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
     return p
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write ``data`` to ``fd`` and flush it to disk; closes ``fd``."""
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _write_then_name(folder: Path, name: Path, data: bytes) -> bool:
+    """Write ``data`` into an unnamed file in ``folder``, then give it the name ``name`` (``linkat``
+    through ``/proc/self/fd``): the name exists only once the data is complete. ``False`` where the
+    platform does not allow it (no ``O_TMPFILE``, no ``/proc``): the caller writes the usual way."""
+    fd = _unnamed_file(folder)
+    if fd is None:
+        return False
+    _write_all(os.dup(fd), data)  # errors here (a full disk) are real: they propagate
+    try:
+        os.link(f"/proc/self/fd/{fd}", name, follow_symlinks=True)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.EPERM, errno.EACCES, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP):
+            return False  # the unnamed file goes with its descriptor
+        raise
+    finally:
+        os.close(fd)
+    return True
