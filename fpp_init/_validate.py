@@ -68,11 +68,12 @@ def check_float(
     name: str,
     *,
     min: float | None = None,
+    max: float | None = None,
     positive: bool = False,
     error: type[FPPError] = ConfigError,
 ) -> float:
-    """A finite real number (int or float, not a bool), ``>= min`` and ``> 0`` if ``positive``, of a
-    magnitude a 32-bit float can carry (``<= 3.4e38``: the computation runs in fp32)."""
+    """A finite real number (int or float, not a bool), ``>= min``, ``<= max`` and ``> 0`` if ``positive``,
+    of a magnitude a 32-bit float can carry (``<= 3.4e38``: the computation runs in fp32)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _error(error, f"{name} must be a finite number, got {value!r}", name)
     if isinstance(value, float) and not math.isfinite(value):
@@ -87,6 +88,8 @@ def check_float(
         raise _error(error, f"{name} must be a finite number > 0, got {value!r}", name)
     if min is not None and value < min:
         raise _error(error, f"{name} must be a finite number >= {min:g}, got {value!r}", name)
+    if max is not None and value > max:
+        raise _error(error, f"{name} must be a finite number <= {max:g}, got {value!r}", name)
     return float(value)
 
 

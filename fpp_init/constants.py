@@ -72,6 +72,14 @@ HUB_SCHEME = "hf://"
 #: Seconds the connectivity probe waits before a Hub download is treated as offline.
 HUB_PROBE_TIMEOUT = 3.0
 
+# Distributed runs.
+#: Seconds the ranks wait for each other to join (the rendezvous); FPPConfig.dist_timeout.
+DEFAULT_DIST_TIMEOUT = 300.0
+#: Seconds a rank whose collective failed waits to see which peer process has ended.
+DIST_LOST_GRACE = 2.0
+#: Largest dist_timeout accepted (a week).
+MAX_DIST_TIMEOUT = 7 * 24 * 3600.0
+
 # Model references (see fpp_init.backbones).
 OPEN_CLIP_PREFIX = "open_clip:"
 HF_PREFIX = "hf:"

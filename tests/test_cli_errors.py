@@ -176,13 +176,13 @@ def test_every_config_field_has_a_flag(tmp_path: Path, tiny_ckpt: Path, names: P
     args += ["--steps", "2", "--lr", "0.02", "--min-lr", "0.001", "--weight-decay", "0", "--num-noise", "3"]
     args += ["--ctx-noise", "0.05", "--cls-noise", "0.1", "--flat-weight", "2.5", "--init", "predefined"]
     args += ["--init-std", "0.2", "--seed", "9", "--chunk-classes", "1", "--no-share-prefix", "--autocast", "off"]
-    args += ["--threads", "1"]
+    args += ["--threads", "1", "--dist-timeout", "30"]
     assert main(args) == 0
     cfg = fpp_init_load(out).config
     assert cfg == {
         "steps": 2, "lr": 0.02, "min_lr": 0.001, "weight_decay": 0.0, "num_noise": 3, "ctx_noise": 0.05,
         "cls_noise": 0.1, "flat_weight": 2.5, "init": "predefined", "init_std": 0.2, "seed": 9, "chunk_classes": 1,
-        "share_prefix": False, "autocast": "off", "threads": 1,
+        "share_prefix": False, "autocast": "off", "threads": 1, "dist_timeout": 30.0,
     }  # fmt: skip
 
 

@@ -255,7 +255,8 @@ def build_zoo(
     check_bool(progress, "progress")
     jobs, config, options = load_zoo_spec(spec)
     folder = check_writable_dir(check_path(out, "out"), "zoo output folder")
-    with _distributed.session(None, _distributed.local_device() or torch.device("cpu")) as group:
+    device = _distributed.local_device() or torch.device("cpu")
+    with _distributed.session(None, device, config.dist_timeout) as group:
         rank, world = (0, 1) if group is None else (group.rank, group.world)
         big = [j for j in jobs if j.num_classes > options["shard_above"]] if group is not None else []
         small = [j for j in jobs if j not in big]

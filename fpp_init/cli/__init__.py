@@ -100,6 +100,10 @@ def _glue_dash_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(_glue_dash_values(parser, list(sys.argv[1:] if argv is None else argv)))
+    if not (args.verbose or args.debug):
+        # torch's C++ log lines (c10d's connection retries and stack frames of a lost rank) would follow
+        # our one-line error; the level is read when torch is first imported, which the commands do later
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     prog = f"fpp-init {args.command}"

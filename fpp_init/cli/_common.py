@@ -42,6 +42,7 @@ _CONFIG_HELP = {
     "share_prefix": "compute SOS + ctx once per noise copy (exact; faster)",
     "autocast": "auto, off, fp16 or bf16 (auto: fp16 on CUDA for fp32 towers)",
     "threads": "CPU threads (default: OMP_NUM_THREADS, else the idle CPUs this process may use)",
+    "dist_timeout": "under torchrun: seconds each rank waits for the others to join",
 }
 
 

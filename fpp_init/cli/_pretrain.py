@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import Any
 
 from .. import constants as const
@@ -44,17 +43,13 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _rank() -> int:
-    try:
-        return int(os.environ.get("RANK", "0") or 0)
-    except ValueError:
-        return 0
-
-
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)  # bad flags fail before anything is loaded
     names = None if args.class_agnostic else read_classnames(args.classnames)
-    writer = _rank() == 0
+    from ..api._distributed import launcher
+
+    launch = launcher()  # a malformed launcher environment ends here, before any work
+    writer = launch is None or launch.rank == 0
     if writer:
         check_writable_file(args.out, "--out")
     from ..api import pretrain_flat_prompt
