@@ -659,3 +659,25 @@ def test_paths_the_os_refuses_to_write(
 
 def _no_work(*args: object, **kwargs: object) -> None:
     raise AssertionError("the work started although an output cannot be written")
+
+
+def test_model_folders_and_checkpoints_the_os_refuses(untouched: Path) -> None:
+    """A transformers folder whose files cannot be read, an OpenCLIP checkpoint behind a locked door."""
+    pytest.importorskip("open_clip")
+    with refused_folder() as r:
+        model = r.root / "hf-model"
+        model.mkdir()
+        (model / "config.json").write_text("{}")
+        os.chmod(model, 0)
+        (r.locked / "ckpt.bin").write_bytes(b"x")
+        r.lock()
+        try:
+            with unprivileged(), pytest.raises(ModelLoadError, match=r"cannot read model folder file .*config.json'"):
+                fpp_init.pretrain_flat_prompt(str(model), NAMES, steps=1, progress=False)
+            with (
+                unprivileged(),
+                pytest.raises(ModelLoadError, match=r"cannot read OpenCLIP checkpoint .*permission denied"),
+            ):
+                fpp_init.pretrain_flat_prompt(f"open_clip:ViT-B-32/{r.locked / 'ckpt.bin'}", NAMES, steps=1)
+        finally:
+            os.chmod(model, 0o755)

@@ -15,7 +15,7 @@ from .._version import __version__
 from ..artifacts import build_hub_folder, collect_prompts
 from ..artifacts.export import PromptSource, plan_file_names
 from ..artifacts.hub import check_repo_id, fetch_model_card, require_online, upload_folder
-from ..errors import ConfigError, PromptFileError
+from ..errors import ConfigError, OutputError, PromptFileError
 
 __all__ = ["push_fpp_prompt"]
 
@@ -72,10 +72,13 @@ def push_fpp_prompt(
     names = plan_file_names(items, filenames)  # every argument is checked before the network is touched
     require_online(f"push to {repo_id!r}")
     existing = fetch_model_card(repo_id, revision=revision, token=token)
-    with tempfile.TemporaryDirectory(prefix="fpp-push-") as tmp:
+    with os_errors(OutputError, "cannot make the upload folder in the temporary folder (TMPDIR)"):
+        tmp_dir = tempfile.TemporaryDirectory(prefix="fpp-push-")
+    with tmp_dir as tmp:
         folder = Path(tmp) / "upload"
         build_hub_folder(items, folder, filenames=names, repo_id=repo_id, license=license, existing_card=existing)
         for path in extra:
-            shutil.copyfile(path, folder / path.name)
+            with os_errors(OutputError, f"cannot copy {str(path)!r} into the upload folder"):
+                shutil.copyfile(path, folder / path.name)
         message = commit_message or f"Upload {len(items)} FPP prompt file(s) with fpp-init {__version__}"
         return upload_folder(folder, repo_id, private=private, token=token, revision=revision, commit_message=message)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .. import constants as const
+from .._io import path_stat
 from .._validate import check_device, default_device
 from ..errors import ConfigError, ModelLoadError
 from ._base import TextModel, Tokenizer
@@ -55,8 +56,10 @@ def _from_object(model: Any) -> TextModel:
 def _from_reference(ref: str, device: torch.device) -> TextModel:
     if ref.startswith(const.OPEN_CLIP_PREFIX):
         return load_open_clip(ref[len(const.OPEN_CLIP_PREFIX) :], device)
-    # (os.path answers False where the OS refuses to say; the loader then names the reason)
-    if ref.startswith(const.HF_PREFIX) or (os.path.isdir(ref) and os.path.isfile(os.path.join(ref, "config.json"))):
+    if ref.startswith(const.HF_PREFIX) or (
+        os.path.isdir(ref)  # a folder: its config.json must be readable to tell (else load_clip says "a folder")
+        and path_stat(os.path.join(ref, "config.json"), what="model folder file", error=ModelLoadError) is not None
+    ):
         return load_hf(ref[len(const.HF_PREFIX) :] if ref.startswith(const.HF_PREFIX) else ref, device)
     return load_clip(ref, device)
 
