@@ -162,25 +162,22 @@ class Group:
             raise self._lost(exc) from None
 
     def _lost(self, exc: BaseException) -> DistributedError:
-        gone: list[int] = []
         here = _host_id()
-        deadline = time.monotonic() + const.DIST_LOST_GRACE
+        local = [
+            (r, pid) for r, (pid, host) in enumerate(getattr(self, "peers", [])) if r != self.rank and host == here
+        ]
+        deadline = time.monotonic() + (const.DIST_LOST_GRACE if local else 0.0)
         while True:  # a killed peer's socket closes as it exits: give the process a moment to be gone
-            gone = [
-                r
-                for r, (pid, host) in enumerate(getattr(self, "peers", []))
-                if r != self.rank and host == here and _pid_gone(pid)
-            ]
-            if gone or time.monotonic() > deadline:
+            gone = [r for r, pid in local if _pid_gone(pid)]
+            if gone or time.monotonic() >= deadline:
                 break
             time.sleep(0.05)
-        if not gone and self.world == 2:
-            gone = [1 - self.rank]
-        who = (
-            (f"rank {gone[0]} went away" if len(gone) == 1 else f"ranks {', '.join(map(str, gone))} went away")
-            if gone
-            else "another rank went away"
-        )
+        if gone:  # their processes ended
+            who = f"rank {gone[0]} went away" if len(gone) == 1 else f"ranks {', '.join(map(str, gone))} went away"
+        elif self.world == 2:  # on another machine, or alive but unreachable
+            who = f"lost the connection to rank {1 - self.rank}"
+        else:
+            who = "lost the connection to another rank"
         return DistributedError(
             f"rank {self.rank} of {self.world}: {who} during the run ({_reason(exc)}); nothing more is computed "
             "here: start all the ranks again (a run with a checkpoint resumes from it)"

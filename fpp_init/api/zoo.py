@@ -172,9 +172,9 @@ def load_zoo_spec(spec: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[lis
 def _recorded_digests(folder: Path) -> dict[str, str]:
     """``{file: sha256}`` from the folder's ``manifest.json`` (written by an earlier run), or ``{}``."""
     path = folder / "manifest.json"
-    if path_stat(path, what="zoo manifest", error=ConfigError) is None:
-        return {}
     try:
+        if path_stat(path, what="zoo manifest", error=ConfigError) is None:
+            return {}
         entries = json.loads(read_regular_file(path, limit=_MAX_MANIFEST, what="zoo manifest", error=ConfigError))
         if not isinstance(entries, list):
             raise ValueError("not a list")
