@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,15 +25,15 @@ LONG_PATH = "/".join(["d" * 200] * 25)  # 5 000 characters
 
 
 def _preload() -> None:
-    import huggingface_hub.file_download
-    import huggingface_hub.hf_api
-    import huggingface_hub.utils  # noqa: F401
-    import tomllib  # noqa: F401
+    import importlib
 
     import fpp_init.api.zoo
     import fpp_init.cli  # noqa: F401
     from fpp_init.backbones.clip import import_clip
 
+    toml = "tomllib" if sys.version_info >= (3, 11) else "tomli"
+    for name in (toml, "huggingface_hub.file_download", "huggingface_hub.hf_api", "huggingface_hub.utils"):
+        importlib.import_module(name)
     import_clip()
 
 

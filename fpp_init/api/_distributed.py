@@ -38,6 +38,8 @@ __all__ = ["Group", "Launch", "session", "launcher", "launched", "local_device"]
 # the last few sessions so that the caller's own destroy_process_group cannot deadlock on them.
 _KEPT_SESSIONS = 8
 _kept: list[list[torch.Tensor]] = []
+# process groups this process has joined (each rendezvous checks in under a new key)
+_joins = 0
 
 
 @dataclass(frozen=True)
@@ -228,15 +230,37 @@ def _join(dist: Any, launch: Launch, backend: str, timeout: float) -> None:
     then the process group; collectives keep torch's own timeout."""
     from torch.distributed.rendezvous import rendezvous
 
+    global _joins
     where = f"rank {launch.rank} of {launch.world}"
+    start = time.monotonic()
+
+    def not_joined(why: str) -> DistributedError:
+        return DistributedError(
+            f"{where}: the other ranks did not all join within {timeout:g} s at {launch.master} ({why}): start all "
+            f"{launch.world} ranks (torchrun --nproc-per-node {launch.world} ...), or allow more time with "
+            "dist_timeout (CLI --dist-timeout)"
+        )
+
     try:
         store, rank, world = next(rendezvous("env://", timeout=datetime.timedelta(seconds=timeout)))
     except Exception as exc:  # DistStoreError / DistNetworkError (RuntimeError), ValueError, OSError
-        raise DistributedError(
-            f"{where}: the other ranks did not all join within {timeout:g} s at {launch.master} "
-            f"({_reason(exc)}): start all {launch.world} ranks (torchrun --nproc-per-node {launch.world} ...), "
-            "or allow more time with dist_timeout (CLI --dist-timeout)"
-        ) from None
+        raise not_joined(_reason(exc)) from None
+    # every rank checks in; the last one raises the flag the others wait for (torch < 2.1's rendezvous
+    # returns before the others have joined, and the process group would then wait 30 minutes). The
+    # key is new for every group this process makes, and for every restart of an elastic launcher.
+    key = f"fpp-init/joined/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{_joins}"
+    _joins += 1
+    try:
+        if store.add(key, 1) >= world:
+            store.set(key + "/all", "1")
+        left = max(0.1, timeout - (time.monotonic() - start))
+        store.wait([key + "/all"], datetime.timedelta(seconds=left))
+    except Exception as exc:
+        try:
+            joined = f"{store.add(key, 0)} of {world} ranks joined"
+        except Exception:
+            joined = _reason(exc)
+        raise not_joined(joined) from None
     try:
         dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world)
     except Exception as exc:
