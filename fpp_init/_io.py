@@ -39,6 +39,7 @@ __all__ = [
     "atomic_write_bytes",
     "os_reason",
     "remove_stale_temps",
+    "NESTED_TOO_DEEPLY",
 ]
 
 _TMP_SUFFIX = ".tmp"
@@ -392,13 +393,14 @@ def _write_then_name(folder: Path, name: Path, data: bytes) -> bool:
     fd = _unnamed_file(folder)
     if fd is None:
         return False
-    _write_all(os.dup(fd), data)  # errors here (a full disk) are real: they propagate
     try:
-        os.link(f"/proc/self/fd/{fd}", name, follow_symlinks=True)
-    except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.EPERM, errno.EACCES, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP):
-            return False  # the unnamed file goes with its descriptor
-        raise
+        _write_all(os.dup(fd), data)  # errors here (a full disk) are real: they propagate
+        try:
+            os.link(f"/proc/self/fd/{fd}", name, follow_symlinks=True)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.EPERM, errno.EACCES, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP):
+                return False  # the unnamed file goes with its descriptor
+            raise
     finally:
         os.close(fd)
     return True
