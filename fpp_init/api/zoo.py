@@ -99,9 +99,10 @@ def _backbone(item: Any, root: Path, i: int) -> tuple[str, str]:
     is_path = not model.startswith((const.OPEN_CLIP_PREFIX, const.HF_PREFIX)) and (
         "." in Path(model).name or model.startswith((".", "/", "~"))
     )
-    if is_path and not os.path.isabs(os.path.expanduser(model)):
-        model = str(root / model)
-    if is_path and path_stat(os.path.expanduser(model), what="CLIP checkpoint", error=ModelLoadError) is None:
+    if is_path:  # relative to the spec; '~' expanded here (the model loaders take paths as given)
+        model = os.path.expanduser(model)
+        model = model if os.path.isabs(model) else str(root / model)
+    if is_path and path_stat(model, what="CLIP checkpoint", error=ModelLoadError) is None:
         raise ModelLoadError(f"zoo spec: backbones[{i}]: CLIP checkpoint not found: {model!r}; check the path")
     label = Path(name).stem if is_path and name == item else name
     return _slug(label), model
