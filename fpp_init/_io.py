@@ -1,10 +1,12 @@
 """Files: bounded reads of regular files, writability checks before work, atomic writes.
 
 Every OS error becomes a one-line :class:`~fpp_init.errors.FPPError` that names the path.
-Writes go to a temp file in the destination folder (``.NAME.<pid>-<random>.tmp``), are
-flushed to disk and renamed over the destination, so a reader sees the old file or the
-new one, never a part. A temp file left by a killed process is removed by the next write
-of the same file.
+Writes go to a temp file in the destination folder, are flushed to disk and renamed over the
+destination, so a reader sees the old file or the new one, never a part. Where the platform
+allows (Linux ``O_TMPFILE``), the temp file has no name until its data is complete: it is
+written unnamed, linked as ``.NAME.<pid>-<random>.tmp`` and renamed, so a process killed while
+writing leaves nothing. Elsewhere it is written under that name from the start; a temp file
+left by a killed process is then removed by the next write of the same file.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .errors import ConfigError, FPPError, OutputError, PromptFileError
 __all__ = [
     "default_cache_dir",
     "os_errors",
+    "path_stat",
     "read_regular_file",
     "check_readable_file",
     "read_toml",
@@ -35,9 +38,12 @@ __all__ = [
     "atomic_write_bytes",
     "os_reason",
     "remove_stale_temps",
+    "NESTED_TOO_DEEPLY",
 ]
 
 _TMP_SUFFIX = ".tmp"
+#: What a parser's RecursionError means for a file (the parsers recurse once per nesting level).
+NESTED_TOO_DEEPLY = "is nested too deeply to be read (thousands of levels of arrays or tables: not a real file?)"
 _MAX_TOML_FILE = 16 * 2**20
 _STALE_SECONDS = 24 * 3600
 
@@ -51,8 +57,16 @@ def default_cache_dir() -> Path:
     return Path(base) / "fpp-init"
 
 
-def os_reason(exc: OSError) -> str:
-    """One line saying why an OS call failed, with what to do for the usual causes."""
+def os_reason(exc: OSError | ValueError) -> str:
+    """One line saying why an OS call failed, with what to do for the usual causes.
+
+    A ``ValueError`` is a path the OS cannot even be handed: a NUL byte, or characters that
+    cannot be encoded for the file system (a lone surrogate such as ``'\\ud800'``)."""
+    if isinstance(exc, UnicodeError):
+        return "the path holds characters the file system cannot encode (a lone surrogate?)"
+    if isinstance(exc, ValueError):
+        text = " ".join(str(exc).split())
+        return "the path holds a NUL byte" if "null" in text else text
     hints = {
         errno.EACCES: "permission denied",
         errno.EPERM: "operation not permitted",
@@ -69,26 +83,55 @@ def os_reason(exc: OSError) -> str:
 
 @contextlib.contextmanager
 def os_errors(error: type[FPPError], message: str) -> Iterator[None]:
-    """Turn an ``OSError`` raised inside into ``error("MESSAGE: reason")``. An :class:`FPPError`
-    raised inside passes unchanged (some are ``OSError`` subclasses: they must not be wrapped twice)."""
+    """Turn an ``OSError`` raised inside into ``error("MESSAGE: reason")``, and a ``ValueError`` too
+    (inside these blocks only a path raises one: a NUL byte, an unencodable name). An
+    :class:`FPPError` raised inside passes unchanged (some are ``OSError`` / ``ValueError``
+    subclasses: they must not be wrapped twice)."""
     try:
         yield
     except FPPError:
         raise
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise error(f"{message}: {os_reason(exc)}") from None
+
+
+def _encodable(path: str | os.PathLike[str], error: type[FPPError], message: str) -> None:
+    """Raise ``error("MESSAGE: reason")`` unless the OS can be handed ``path`` at all (no NUL byte,
+    every character encodable): checked first, so no later call meets such a path half-way."""
+    try:
+        if "\0" in os.fsdecode(path):
+            raise ValueError("embedded null byte")
+        os.fsencode(path)
+    except ValueError as exc:
+        raise error(f"{message}: {os_reason(exc)}") from None
+
+
+def path_stat(path: str | os.PathLike[str], *, what: str, error: type[FPPError]) -> os.stat_result | None:
+    """``os.stat(path)``, or ``None`` when nothing is there; any other refusal of the OS (permission
+    denied, name too long, a parent that is a file, an unencodable name) is ``error`` naming the path.
+
+    Use it instead of ``Path.exists()`` / ``is_file()``, which raise bare ``OSError`` or
+    ``UnicodeEncodeError`` for such paths, or (``os.path.exists``) answer "absent" for a file that
+    is only unreadable."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise error(f"cannot read {what} {os.fspath(path)!r}: {os_reason(exc)}") from None
 
 
 # -- reading --------------------------------------------------------------------------------------
 def _open_regular(path: str | os.PathLike[str], what: str, error: type[FPPError]) -> int:
     """A read-only descriptor of the regular file ``path`` (opened non-blocking: a FIFO never blocks)."""
     shown = os.fspath(path)
+    _encodable(path, error, f"cannot read {what} {shown!r}")
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
         raise error(f"{what} not found: {shown!r}") from None
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise error(f"cannot read {what} {shown!r}: {os_reason(exc)}") from None
     try:
         with os_errors(error, f"cannot read {what} {shown!r}"):
@@ -162,6 +205,8 @@ def read_toml(path: str | os.PathLike[str], what: str, param: str) -> dict[str, 
         raise ConfigError(
             f"{what} {os.fspath(path)!r} is not valid TOML: {' '.join(str(exc).split())}", param=param
         ) from None
+    except RecursionError:
+        raise ConfigError(f"{what} {os.fspath(path)!r} {NESTED_TOO_DEEPLY}", param=param) from None
 
 
 # -- checking outputs before work -----------------------------------------------------------------
@@ -172,12 +217,34 @@ def _existing_ancestor(path: Path) -> Path:
     return p
 
 
+#: errno of an ``O_TMPFILE`` open where the kernel or the file system does not support it
+_NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}
+
+
+def _unnamed_file(folder: Path) -> int | None:
+    """A write descriptor of a new file in ``folder`` that has no name yet (``O_TMPFILE``), or ``None``
+    where that is not supported; the usual ``0666`` minus the umask, as for any new file."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if not flag:
+        return None
+    try:
+        return os.open(folder, flag | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as exc:
+        if exc.errno in _NO_TMPFILE:
+            return None
+        raise
+
+
 def _probe(folder: Path, shown: str, what: str) -> None:
-    """Create and remove a file in ``folder``: the only check that root, ACLs and read-only mounts all obey."""
+    """Create (and remove) a file in ``folder``: the only check that root, ACLs and read-only mounts all obey."""
     if not folder.is_dir():
         raise OutputError(f"cannot write {what} {shown!r}: {str(folder)!r} is a file, not a folder")
-    probe = folder / f".fpp-init-probe.{os.getpid()}-{secrets.token_hex(4)}{_TMP_SUFFIX}"
     try:
+        fd = _unnamed_file(folder)  # leaves nothing behind even if this process is killed now
+        if fd is not None:
+            os.close(fd)
+            return
+        probe = folder / f".fpp-init-probe.{os.getpid()}-{secrets.token_hex(4)}{_TMP_SUFFIX}"
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
         raise OutputError(f"cannot write {what} {shown!r}: {os_reason(exc)} (in {str(folder)!r})") from None
@@ -196,6 +263,7 @@ def _name_max(folder: Path) -> int:
 def check_writable_file(path: str | os.PathLike[str], what: str = "output") -> Path:
     """Raise :class:`OutputError` now, before any work, unless a file can be written at ``path``."""
     # (OSError: e.g. stat of a name longer than the file system allows)
+    _encodable(path, OutputError, f"cannot write {what} {os.fspath(path)!r}")
     with os_errors(OutputError, f"cannot write {what} {os.fspath(path)!r}"):
         checked = _check_writable_file(Path(path).expanduser(), os.fspath(path), what)
     return checked
@@ -215,6 +283,7 @@ def _check_writable_file(p: Path, shown: str, what: str) -> Path:
 
 def check_writable_dir(path: str | os.PathLike[str], what: str = "output folder") -> Path:
     """Raise :class:`OutputError` unless ``path`` is (or can become) a folder we can write into."""
+    _encodable(path, OutputError, f"cannot write {what} {os.fspath(path)!r}")
     with os_errors(OutputError, f"cannot write {what} {os.fspath(path)!r}"):
         checked = _check_writable_dir(Path(path).expanduser(), os.fspath(path), what)
     return checked
@@ -277,6 +346,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, what: str = "o
     """
     p = Path(path).expanduser()
     shown = os.fspath(path)
+    _encodable(path, OutputError, f"cannot write {what} {shown!r}")
     tmp = None
     try:
         with os_errors(OutputError, f"cannot write {what} {shown!r}"):
@@ -288,12 +358,10 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, what: str = "o
             p.parent.mkdir(parents=True, exist_ok=True)
             remove_stale_temps(p.parent, p.name)
             tmp = p.parent / f".{p.name[:200]}.{os.getpid()}-{secrets.token_hex(4)}{_TMP_SUFFIX}"
-            # the kernel applies the umask to 0o666, as for any newly created file
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+            if not _write_then_name(p.parent, tmp, data):
+                # the kernel applies the umask to 0o666, as for any newly created file
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+                _write_all(fd, data)
             os.replace(tmp, p)
             tmp = None
     finally:
@@ -301,3 +369,31 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, what: str = "o
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
     return p
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write ``data`` to ``fd`` and flush it to disk; closes ``fd``."""
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _write_then_name(folder: Path, name: Path, data: bytes) -> bool:
+    """Write ``data`` into an unnamed file in ``folder``, then give it the name ``name`` (``linkat``
+    through ``/proc/self/fd``): the name exists only once the data is complete. ``False`` where the
+    platform does not allow it (no ``O_TMPFILE``, no ``/proc``): the caller writes the usual way."""
+    fd = _unnamed_file(folder)
+    if fd is None:
+        return False
+    try:
+        _write_all(os.dup(fd), data)  # errors here (a full disk) are real: they propagate
+        try:
+            os.link(f"/proc/self/fd/{fd}", name, follow_symlinks=True)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.EPERM, errno.EACCES, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP):
+                return False  # the unnamed file goes with its descriptor
+            raise
+    finally:
+        os.close(fd)
+    return True

@@ -10,18 +10,29 @@ process may use and that are idle now.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["frozen", "global_rng_kept", "usable_cpus", "idle_cpus", "auto_threads", "cpu_threads"]
+__all__ = [
+    "frozen",
+    "global_rng_kept",
+    "usable_cpus",
+    "idle_cpus",
+    "auto_threads",
+    "cpu_threads",
+    "load_tensors_only",
+]
 
 _SAMPLE_SECONDS = 0.1
 
@@ -146,3 +157,15 @@ def global_rng_kept(device: torch.device) -> Iterator[None]:
     building a model's modules draws from it, and the caller's random stream must not move."""
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         yield
+
+
+def load_tensors_only(source: bytes | str | os.PathLike[str]) -> Any:
+    """``torch.load(..., map_location="cpu", weights_only=True)`` of a file's bytes or path: tensors and
+    plain containers only, so a pickle can never run code (torch 2.0 included, whose default is
+    ``weights_only=False``). The caller turns a refusal into its own one-line error; torch's warnings
+    about the refused file ("Detected pickle protocol 4 ...") are not shown, that error says it all."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(
+            io.BytesIO(source) if isinstance(source, bytes) else source, map_location="cpu", weights_only=True
+        )

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from . import constants as const
-from ._io import check_readable_file, default_cache_dir, read_regular_file
+from ._io import NESTED_TOO_DEEPLY, check_readable_file, default_cache_dir, path_stat, read_regular_file
 from .errors import (
     ClassNameError,
     ClassNameWarning,
@@ -42,6 +43,7 @@ __all__ = [
     "check_choice",
     "check_str",
     "check_path",
+    "check_file_name",
     "check_cache",
     "check_device_name",
     "check_device",
@@ -76,7 +78,7 @@ def check_int(
             rule = f"<= {max}"
         else:
             rule = f"in [{min}, {max}]"
-        raise _error(error, f"{name} must be an int {rule}, got {value!r}", name)
+        raise _error(error, f"{name} must be an int {rule}, got {_show(value)}", name)
     return value
 
 
@@ -85,16 +87,28 @@ def check_float(
     name: str,
     *,
     min: float | None = None,
+    max: float | None = None,
     positive: bool = False,
     error: type[FPPError] = ConfigError,
 ) -> float:
-    """A finite real number (int or float, not a bool), ``>= min`` and ``> 0`` if ``positive``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    """A finite real number (int or float, not a bool), ``>= min``, ``<= max`` and ``> 0`` if ``positive``,
+    of a magnitude a 32-bit float can carry (``<= 3.4e38``: the computation runs in fp32)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _error(error, f"{name} must be a finite number, got {value!r}", name)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _error(error, f"{name} must be a finite number, got {value!r}", name)
+    if abs(value) > const.MAX_FLOAT:  # (an int of any size compares exactly)
+        raise _error(
+            error,
+            f"{name} must be a finite number of magnitude <= {const.MAX_FLOAT:.3g} (fp32), got {_show(value)}",
+            name,
+        )
     if positive and value <= 0:
         raise _error(error, f"{name} must be a finite number > 0, got {value!r}", name)
     if min is not None and value < min:
         raise _error(error, f"{name} must be a finite number >= {min:g}, got {value!r}", name)
+    if max is not None and value > max:
+        raise _error(error, f"{name} must be a finite number <= {max:g}, got {value!r}", name)
     return float(value)
 
 
@@ -122,12 +136,48 @@ def check_str(value: Any, name: str, *, allow_none: bool = False, error: type[FP
 
 
 def check_path(value: Any, name: str) -> Path:
-    """A file-system path given as ``str`` or ``os.PathLike`` (not empty, no NUL byte)."""
+    """A file-system path given as ``str`` or ``os.PathLike`` (not empty, no NUL byte, encodable)."""
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
     if not isinstance(value, str) or not value or "\0" in value:
         raise ConfigError(f"{name} must be a file path (str or os.PathLike), got {value!r}", param=name)
+    try:
+        os.fsencode(value)
+    except UnicodeError as exc:
+        raise ConfigError(
+            f"{name} {value!r} is not a usable file path: {value[exc.start]!r} cannot be encoded for the file "
+            "system (a lone surrogate?)",
+            param=name,
+        ) from None
     return Path(value).expanduser()
+
+
+def check_file_name(value: Any, what: str, *, param: str, suffix: str | None = None) -> str:
+    """A plain file name for a folder fpp-init writes: one path component (no ``/``, ``\\``, NUL or
+    other control character), not hidden, encodable, at most 255 bytes, ending in ``suffix`` if given;
+    ``what`` starts the message (``"file name"``), ``param`` is the argument it came from."""
+    why = None
+    if not isinstance(value, str) or not value:
+        why = "must be a non-empty string"
+    elif "/" in value or "\\" in value:
+        why = "must be a plain name, not a path"
+    elif any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        why = "holds a NUL or other control character"
+    elif value.startswith("."):
+        why = "must not start with '.' (hidden names are fpp-init's temporary files)"
+    elif suffix is not None and not value.endswith(suffix):
+        why = f"must end in {suffix}"
+    else:
+        try:
+            size = len(os.fsencode(value))
+        except UnicodeError:
+            why = "holds characters the file system cannot encode (a lone surrogate?)"
+        else:
+            if size > 255:
+                why = f"is {size} bytes long; file systems allow at most 255"
+    if why is not None:
+        raise ConfigError(f"{what} {value!r} {why}", param=param)
+    return value
 
 
 def check_cache(value: Any, name: str = "cache") -> Path | None:
@@ -261,17 +311,20 @@ def check_model_reference(value: Any, name: str = "model", *, known: Sequence[st
     if not isinstance(value, (str, os.PathLike)) or not os.fspath(value).strip():
         raise ConfigError(f"{name} must be a model name or a checkpoint path, got {value!r}", param=name)
     ref = os.fspath(value)
+    where = "" if name == "model" else f"{name}: "
     if ref.startswith(const.OPEN_CLIP_PREFIX):
         rest = ref[len(const.OPEN_CLIP_PREFIX) :]
         arch, _, pretrained = rest.partition("/")
         if rest.startswith("hf-hub:"):
             return ref  # (its form is the OpenCLIP loader's to check)
         if pretrained and _looks_like_path(pretrained):
-            if not os.path.isfile(os.path.expanduser(pretrained)):
-                raise ModelLoadError(f"OpenCLIP checkpoint not found: {pretrained!r} (in {ref!r}); check the path")
+            if path_stat(os.path.expanduser(pretrained), what="OpenCLIP checkpoint", error=ModelLoadError) is None:
+                raise ModelLoadError(
+                    f"{where}OpenCLIP checkpoint not found: {pretrained!r} (in {ref!r}); check the path"
+                )
         elif not arch or not pretrained:
             raise ModelLoadError(
-                f"OpenCLIP reference {ref!r} does not name the weights; use '{const.OPEN_CLIP_PREFIX}ARCH/PRETRAINED' "
+                f"{where}OpenCLIP reference {ref!r} does not name the weights; use '{const.OPEN_CLIP_PREFIX}ARCH/PRETRAINED' "
                 f"(e.g. '{const.OPEN_CLIP_PREFIX}ViT-B-16/openai') or '{const.OPEN_CLIP_PREFIX}hf-hub:ORG/REPO'"
             )
         return ref
@@ -279,28 +332,36 @@ def check_model_reference(value: Any, name: str = "model", *, known: Sequence[st
         rest = ref[len(const.HF_PREFIX) :]
         if not rest.strip():
             raise ModelLoadError(
-                f"{ref!r} names no model; use '{const.HF_PREFIX}ORG/REPO' or '{const.HF_PREFIX}FOLDER'"
+                f"{where}{ref!r} names no model; use '{const.HF_PREFIX}ORG/REPO' or '{const.HF_PREFIX}FOLDER'"
             )
-        if rest.startswith((".", "/", "~")) and not os.path.isdir(os.path.expanduser(rest)):
-            raise ModelLoadError(f"transformers model folder not found: {rest!r}; check the path")
+        folder = os.path.expanduser(rest)
+        if rest.startswith((".", "/", "~")) and not _is_dir(folder, "transformers model folder"):
+            raise ModelLoadError(f"{where}transformers model folder not found: {rest!r}; check the path")
         return ref
     if ref in known:
         return ref
-    if not os.path.exists(ref):
+    found = path_stat(ref, what="CLIP checkpoint", error=ModelLoadError)
+    if found is None:
         if _looks_like_path(ref):
-            raise ModelLoadError(f"CLIP checkpoint not found: {ref!r}; check the path")
+            raise ModelLoadError(f"{where}CLIP checkpoint not found: {ref!r}; check the path")
         raise ModelLoadError(
-            f"unknown CLIP model {ref!r}; use one of {list(known)}, the path of a checkpoint file, "
+            f"{where}unknown CLIP model {ref!r}; use one of {list(known)}, the path of a checkpoint file, "
             f"'{const.OPEN_CLIP_PREFIX}ARCH/PRETRAINED' (OpenCLIP) or '{const.HF_PREFIX}ORG/REPO' (transformers)"
         )
-    if os.path.isdir(ref):
-        if not os.path.isfile(os.path.join(ref, "config.json")):
+    if stat.S_ISDIR(found.st_mode):
+        config = path_stat(os.path.join(ref, "config.json"), what="model folder file", error=ModelLoadError)
+        if config is None or not stat.S_ISREG(config.st_mode):
             raise ModelLoadError(
-                f"{ref!r} is a folder; pass the checkpoint file inside it (or a transformers folder with config.json)"
+                f"{where}{ref!r} is a folder; pass the checkpoint file inside it (or a transformers folder with config.json)"
             )
     else:
         check_readable_file(ref, what="CLIP checkpoint", error=ModelLoadError)
     return ref
+
+
+def _is_dir(path: str, what: str) -> bool:
+    found = path_stat(path, what=what, error=ModelLoadError)
+    return found is not None and stat.S_ISDIR(found.st_mode)
 
 
 def is_prompt_path(text: str) -> bool:
@@ -315,7 +376,7 @@ def check_prompt_path(value: Any, name: str = "source") -> Path:
     path = check_path(value, name)
     text = os.fspath(value)
     if (
-        not path.exists()
+        path_stat(path, what="prompt file", error=PromptFileError) is None
         and isinstance(value, str)
         and text.count("/") >= 1
         and ":" not in text
@@ -467,6 +528,8 @@ def read_classnames(path: str | os.PathLike[str], *, empty_hint: str = "") -> li
             raise ClassNameError(
                 f"{shown!r} starts with '[' but is not valid JSON: {exc.msg} at line {exc.lineno}"
             ) from None
+        except RecursionError:
+            raise ClassNameError(f"{what} {NESTED_TOO_DEEPLY}") from None
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise ClassNameError(f"{shown!r} must hold a JSON list of strings")
         where = [f"entry {i + 1}" for i in range(len(names))]
@@ -494,6 +557,13 @@ def check_template(value: Any, name: str = "template") -> str:
                 f"class at the end: give the words before it, e.g. {const.DEFAULT_TEMPLATE!r}"
             )
     return " ".join(value.replace("_", " ").split())
+
+
+def _show(value: Any) -> str:
+    """``repr(value)``, except that an int of more than 40 digits is described, not printed."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 133:
+        return f"an int of about {int(value.bit_length() * 0.30103) + 1} digits"
+    return repr(value)
 
 
 def _error(cls: type[FPPError], message: str, param: str) -> FPPError:

@@ -15,7 +15,15 @@ from typing import Any
 
 from . import constants as const
 from ._io import read_toml
-from ._validate import check_int, check_model_reference, check_str, check_template, read_classnames
+from ._validate import (
+    check_file_name,
+    check_int,
+    check_model_reference,
+    check_path,
+    check_str,
+    check_template,
+    read_classnames,
+)
 from .config import FPPConfig, as_config
 from .errors import ConfigError
 
@@ -50,8 +58,15 @@ def _list(spec: Mapping[str, Any], key: str, default: list[Any] | None = None) -
     return value
 
 
-def _backbone(item: Any, root: Path) -> tuple[str, str]:
+def _entry_keys(item: Mapping[str, Any], where: str, known: tuple[str, ...]) -> None:
+    unknown = sorted(str(k) for k in set(item) - set(known))
+    if unknown:
+        raise ConfigError(f"zoo spec: unknown key(s) {unknown} in {where}; known: {', '.join(known)}", param="spec")
+
+
+def _backbone(item: Any, root: Path, i: int) -> tuple[str, str]:
     if isinstance(item, Mapping):
+        _entry_keys(item, f"backbones[{i}]", ("model", "name"))
         model = check_str(item.get("model"), "zoo spec: backbones[].model")
         name = check_str(item.get("name", model), "zoo spec: backbones[].name")
     else:
@@ -59,17 +74,19 @@ def _backbone(item: Any, root: Path) -> tuple[str, str]:
     is_path = not model.startswith((const.OPEN_CLIP_PREFIX, const.HF_PREFIX)) and (
         "." in Path(model).name or model.startswith((".", "/", "~"))
     )
-    if is_path and not os.path.isabs(os.path.expanduser(model)):
-        model = str(root / model)
+    if is_path:  # relative to the spec; '~' expanded here (the model loaders take paths as given)
+        model = os.path.expanduser(model)
+        model = model if os.path.isabs(model) else str(root / model)
     label = Path(name).stem if is_path and name == item else name
-    check_model_reference(model, "zoo spec: backbones[]")  # a missing checkpoint stops the spec, not job 7
+    check_model_reference(model, f"zoo spec: backbones[{i}]")  # a missing checkpoint stops the spec, not job 7
     return _slug(label), model
 
 
-def _class_set(item: Any, root: Path) -> tuple[str, tuple[str, ...] | None]:
+def _class_set(item: Any, root: Path, i: int) -> tuple[str, tuple[str, ...] | None]:
     if item == "agnostic":
         return "agnostic", None
     if isinstance(item, Mapping):
+        _entry_keys(item, f"classes[{i}]", ("file", "name"))
         file = check_str(item.get("file"), "zoo spec: classes[].file")
         name = check_str(item.get("name", Path(file).stem), "zoo spec: classes[].name")
     else:
@@ -86,20 +103,26 @@ def load_zoo_spec(spec: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[lis
     if isinstance(spec, Mapping):
         data, root = dict(spec), Path.cwd()
     else:
-        path = Path(spec)
+        path = check_path(spec, "spec")
         data, root = read_toml(path, "zoo spec", "spec"), path.resolve().parent
     known = {"backbones", "classes", "seeds", "templates", "config", "num_classes", "shard_above", "checkpoint_every"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"zoo spec: unknown key(s) {unknown}; known: {', '.join(sorted(known))}", param=unknown[0])
-    config = as_config(data.get("config") or {})
-    backbones = [_backbone(b, root) for b in _list(data, "backbones")]
-    classes = [_class_set(c, root) for c in _list(data, "classes")]
+    table = data.get("config", {})
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"zoo spec: 'config' must be a table of FPPConfig fields, got {table!r}", param="config")
+    config = as_config(dict(table))
+    backbones = [_backbone(b, root, i) for i, b in enumerate(_list(data, "backbones"))]
+    classes = [_class_set(c, root, i) for i, c in enumerate(_list(data, "classes"))]
     seeds = [check_int(s, "zoo spec: seeds[]", min=0, max=const.MAX_SEED) for s in _list(data, "seeds", [config.seed])]
     templates = [check_template(t, "zoo spec: templates[]") for t in _list(data, "templates", [const.DEFAULT_TEMPLATE])]
     options = {
         "num_classes": check_int(
-            data.get("num_classes", const.DEFAULT_AGNOSTIC_CLASSES), "zoo spec: num_classes", min=1
+            data.get("num_classes", const.DEFAULT_AGNOSTIC_CLASSES),
+            "zoo spec: num_classes",
+            min=1,
+            max=const.MAX_NUM_CLASSES,
         ),
         "shard_above": check_int(data.get("shard_above", 10**9), "zoo spec: shard_above", min=1),
         "checkpoint_every": check_int(data.get("checkpoint_every", 50), "zoo spec: checkpoint_every", min=1),
@@ -111,6 +134,7 @@ def load_zoo_spec(spec: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[lis
                 for i, template in enumerate(templates):
                     suffix = f"_t{i}" if len(templates) > 1 else ""
                     filename = f"fpp_{label}_{tag}_seed{seed}{suffix}{const.SUFFIX}"
+                    check_file_name(filename, "zoo spec: the file name", param="spec")  # long labels, before work
                     jobs.append(ZooJob(label, model, tag, names, seed, template, filename))
     dupes = sorted({j.filename for j in jobs if [k.filename for k in jobs].count(j.filename) > 1})
     if dupes:

@@ -17,7 +17,7 @@ InitMode = Literal["random", "predefined"]
 Autocast = Literal["auto", "off", "fp16", "bf16"]
 
 #: Fields that change only speed or memory, never the result; left out of cache keys and checks.
-EXECUTION_FIELDS = frozenset({"chunk_classes", "share_prefix", "autocast", "threads"})
+EXECUTION_FIELDS = frozenset({"chunk_classes", "share_prefix", "autocast", "threads", "dist_timeout"})
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,8 @@ class FPPConfig:
         threads: torch intra-op threads on the CPU while pretraining (restored after);
             ``None`` chooses: ``OMP_NUM_THREADS`` if set, else the CPUs this process may
             use (affinity, cgroup quota) that are not busy with other work (load average).
+        dist_timeout: under a launcher (torchrun), seconds each rank waits for all the others to
+            join before it stops with a :class:`~fpp_init.errors.DistributedError`.
     """
 
     steps: int = const.DEFAULT_STEPS
@@ -66,6 +68,7 @@ class FPPConfig:
     share_prefix: bool = True
     autocast: Autocast = "auto"
     threads: int | None = None
+    dist_timeout: float = const.DEFAULT_DIST_TIMEOUT
 
     def __post_init__(self) -> None:
         check_int(self.steps, "steps", min=1, max=const.MAX_STEPS)
@@ -84,6 +87,7 @@ class FPPConfig:
         check_choice(self.autocast, "autocast", ("auto", "off", "fp16", "bf16"))
         if self.threads is not None:
             check_int(self.threads, "threads", min=1, max=4096)
+        check_float(self.dist_timeout, "dist_timeout", positive=True, max=const.MAX_DIST_TIMEOUT)
 
     def resolved_flat_weight(self, num_classes: int) -> float:
         """``lambda``: the given weight, or the paper's ``1 + 15 / C``."""

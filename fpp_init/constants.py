@@ -39,6 +39,8 @@ MAX_SEED = 2**63 - 1
 MAX_NUM_NOISE = 10**6
 MAX_NUM_CLASSES = 10**7
 MAX_BINS = 10**6
+#: Largest magnitude of a float option: the computation runs in fp32, where a larger value is Inf.
+MAX_FLOAT = 3.4028234663852886e38
 
 # Sharpness diagnostics.
 #: Noise scales, as multiples of FPP's ``ctx_noise`` / ``cls_noise``.
@@ -72,6 +74,14 @@ CACHE_KEY_FIELD = "fpp_cache_key"
 HUB_SCHEME = "hf://"
 #: Seconds the connectivity probe waits before a Hub download is treated as offline.
 HUB_PROBE_TIMEOUT = 3.0
+
+# Distributed runs.
+#: Seconds the ranks wait for each other to join (the rendezvous); FPPConfig.dist_timeout.
+DEFAULT_DIST_TIMEOUT = 300.0
+#: Seconds a rank whose collective failed waits to see which peer process has ended.
+DIST_LOST_GRACE = 2.0
+#: Largest dist_timeout accepted (a week).
+MAX_DIST_TIMEOUT = 7 * 24 * 3600.0
 
 # Model references (see fpp_init.backbones).
 OPEN_CLIP_PREFIX = "open_clip:"

@@ -6,12 +6,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from _refused import LONG_NAME, LONG_PATH, refused_folder, unprivileged
 from conftest import build_tiny_clip
 from standins import get_coop
 from test_hub import make_prompt
@@ -21,15 +23,18 @@ from fpp_init import (
     ClassNameError,
     ConfigError,
     FPPConfig,
+    FPPError,
     FPPPrompt,
     MetricInputError,
     ModelLoadError,
     NonFiniteError,
+    OutputError,
     PromptFileError,
     PromptShapeError,
     TemplateError,
     metrics,
 )
+from fpp_init.api.zoo import build_zoo, load_zoo_spec
 
 NAMES = ["banded", "blotchy"]
 
@@ -94,6 +99,10 @@ PRETRAIN_CASES: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"seed": -1}, ConfigError, r"seed must be an int in \[0, "),
     ({"lr": 0}, ConfigError, "lr must be a finite number > 0"),
     ({"lr": float("inf")}, ConfigError, "lr must be a finite number"),
+    ({"lr": 1e39}, ConfigError, r"lr must be a finite number of magnitude <= 3.4e\+38 \(fp32\), got 1e\+39"),
+    ({"lr": 10**400}, ConfigError, "lr must be a finite number of magnitude .* got an int of about 401 digits"),
+    ({"init_std": 2**200}, ConfigError, "init_std must be a finite number of magnitude"),
+    ({"steps": 10**4000}, ConfigError, r"steps must be an int in \[1, 1000000000\], got an int of about 4001 digits"),
     ({"ctx_noise": -0.1}, ConfigError, "ctx_noise must be a finite number >= 0"),
     ({"cls_noise": float("nan")}, ConfigError, "cls_noise must be a finite number"),
     ({"num_noise": 0}, ConfigError, "num_noise must be an int in"),
@@ -103,6 +112,9 @@ PRETRAIN_CASES: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"min_lr": 1.0}, ConfigError, r"min_lr \(1.0\) must not exceed lr"),
     ({"share_prefix": 1}, ConfigError, "share_prefix must be True or False"),
     ({"threads": 0}, ConfigError, "threads must be an int in"),
+    ({"dist_timeout": 0}, ConfigError, "dist_timeout must be a finite number > 0"),
+    ({"dist_timeout": 1e9}, ConfigError, "dist_timeout must be a finite number <= 604800"),
+    ({"dist_timeout": "60"}, ConfigError, "dist_timeout must be a finite number"),
     ({"stepz": 3}, ConfigError, r"unknown FPP option\(s\) \['stepz'\]"),
     ({"config": "x"}, ConfigError, "config must be an FPPConfig"),
     ({"config": {"stepz": 2}}, ConfigError, r"unknown FPP option\(s\) \['stepz'\]"),
@@ -130,7 +142,7 @@ PRETRAIN_CASES: list[tuple[dict[str, Any], type[Exception], str]] = [
 ]
 
 
-@pytest.mark.parametrize(("case", "error", "match"), PRETRAIN_CASES, ids=[f"{c}" for c, _, _ in PRETRAIN_CASES])
+@pytest.mark.parametrize(("case", "error", "match"), PRETRAIN_CASES, ids=[f"{c}"[:80] for c, _, _ in PRETRAIN_CASES])
 def test_pretrain_bad_input(
     tiny_clip: torch.nn.Module, untouched: Path, case: dict[str, Any], error: type[Exception], match: str
 ) -> None:
@@ -218,6 +230,34 @@ def test_diverging_learning_rate_names_the_step(tiny_clip: torch.nn.Module, unto
         run(tiny_clip, steps=30, lr=1e20, min_lr=0.0)
 
 
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"lr": 1e38}, r"the AdamW update overflows fp32 at step 1 of 3 \(lr=1e\+38"),
+        ({"lr": 3.4e38, "weight_decay": 1.0}, "overflows fp32 at step 1 of 3"),
+        ({"lr": 1e30, "weight_decay": 1e10}, r"became NaN/Inf at step \d of 3"),
+        ({"flat_weight": 3e38}, r"became NaN/Inf at step \d of 3"),
+        ({"ctx_noise": 3e38}, r"became NaN/Inf at step 1 of 3 .*extreme ctx_noise"),
+        ({"cls_noise": 1e30}, r"became NaN/Inf at step 1 of 3"),
+        ({"init_std": 3e38}, r"became NaN/Inf at step 1 of 3"),
+    ],
+)
+def test_numbers_that_overflow_fp32_are_non_finite_errors(
+    tiny_clip: torch.nn.Module, untouched: Path, options: dict[str, float], match: str
+) -> None:
+    with pytest.raises(NonFiniteError, match=match) as info:
+        run(tiny_clip, steps=3, min_lr=0.0, **options)
+    assert "Nothing was returned or saved" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "options", [{"factors": [3e38]}, {"span": 3e38, "landscape": True}, {"ctx_noise": 3e38}, {"cls_noise": 1e30}]
+)
+def test_sharpness_noise_that_overflows_fp32(tiny_clip: torch.nn.Module, options: dict[str, Any]) -> None:
+    with pytest.raises(NonFiniteError, match=r"became NaN/Inf .* too large for fp32"):
+        fpp_init.sharpness(tiny_clip, "a photo of a", NAMES, progress=False, **options)
+
+
 def test_live_model_with_nan_weights_is_not_installed(tiny_clip: torch.nn.Module) -> None:
     broken = copy.deepcopy(tiny_clip)
     with torch.no_grad():
@@ -251,6 +291,55 @@ def test_fpp_prompt_enforces_its_invariants() -> None:
     prompt.ctx[0, 0] = float("inf")
     with pytest.raises(PromptShapeError, match="NaN or Inf"):
         fpp_init.artifacts.prompt_bytes(prompt)
+
+
+def _edited(kind: str) -> FPPPrompt:
+    """A prompt valid when made, whose ctx was changed in place afterwards."""
+    prompt = make_prompt()
+    if kind == "one Inf":
+        prompt.ctx[1, 7] = float("inf")  # 1 of 512 values
+    elif kind == "all NaN":
+        prompt.ctx.fill_(float("nan"))
+    else:
+        prompt.ctx = prompt.ctx[0]  # a 1-D tensor
+    return prompt
+
+
+EDITED = {
+    "one Inf": "ctx contains NaN or Inf|source contains NaN or Inf",
+    "all NaN": "contains NaN or Inf",
+    "1-D": r"shape \[n_ctx, D\]",
+}
+EDITED_USES: list[tuple[str, Callable[[FPPPrompt, Path, torch.nn.Module], object]]] = [
+    ("save", lambda p, d, clip: p.save(d / "p.safetensors")),
+    ("save_fpp_prompt", lambda p, d, clip: fpp_init.save_fpp_prompt(p, d / "p.safetensors")),
+    ("export_coop", lambda p, d, clip: fpp_init.export_coop(p, d / "p.pth")),
+    ("build_hub_folder", lambda p, d, clip: fpp_init.artifacts.build_hub_folder([make_prompt(seed=1), p], d / "hub")),
+    ("push_fpp_prompt", lambda p, d, clip: fpp_init.push_fpp_prompt(p, "someone/prompts")),
+    ("load_fpp_prompt", lambda p, d, clip: fpp_init.load_fpp_prompt(p)),
+    ("apply", lambda p, d, clip: fpp_init.apply(get_coop(clip, NAMES), p, strict=False)),
+    ("sharpness", lambda p, d, clip: fpp_init.sharpness(clip, p, NAMES, progress=False)),
+]
+
+
+@pytest.mark.parametrize("kind", list(EDITED))
+@pytest.mark.parametrize(("use", "call"), EDITED_USES, ids=[u for u, _ in EDITED_USES])
+def test_a_ctx_changed_after_construction_is_checked_where_it_is_used(
+    tiny_clip: torch.nn.Module, untouched: Path, kind: str, use: str, call: Callable[..., object]
+) -> None:
+    with pytest.raises(PromptShapeError, match=EDITED[kind]):
+        call(_edited(kind), untouched, tiny_clip)
+
+
+def test_an_installed_prompt_changed_later_is_not_installed_again(tiny_clip: torch.nn.Module) -> None:
+    model = get_coop(tiny_clip, NAMES)
+    prompt = make_prompt()
+    fpp_init.apply(model, prompt, strict=False)
+    installed = model.prompt_learner.ctx.detach().clone()
+    prompt.ctx[0, 0] = float("inf")
+    with pytest.raises(PromptShapeError, match="the prompt's ctx contains NaN or Inf"):
+        model.reset_classnames(["cracked", "bumpy"], "ViT-B/16")
+    assert torch.equal(model.prompt_learner.ctx.detach(), installed)  # the Inf never reached the model
 
 
 # -- load_fpp_prompt -------------------------------------------------------------------------------
@@ -439,3 +528,197 @@ def test_repeated_class_names_everywhere(tiny_clip: torch.nn.Module, tmp_path: P
         handle = fpp_init.apply(model, steps=1, progress=False)
     assert handle.prompt is not None and handle.prompt.classnames == ["missile", "tank", "missile"]
     handle.remove()
+
+
+# -- paths the OS refuses, wherever a path enters -------------------------------------------------
+def _coop_model(clip: torch.nn.Module) -> Any:
+    return get_coop(clip, NAMES)
+
+
+#: (entry point, call(path, clip, outputs folder), suffix of the path, error of an OS refusal,
+#:  error of a path that cannot even be encoded)
+PATH_READERS: list[tuple[str, Callable[..., object], str, type[Exception], type[Exception]]] = [
+    ("load_fpp_prompt", lambda p, clip, out: fpp_init.load_fpp_prompt(p), ".safetensors", PromptFileError, ConfigError),
+    ("apply", lambda p, clip, out: fpp_init.apply(_coop_model(clip), p), ".safetensors", PromptFileError, ConfigError),
+    (
+        "sharpness",
+        lambda p, clip, out: fpp_init.sharpness(clip, p, NAMES, progress=False),
+        ".safetensors",
+        PromptFileError,
+        ConfigError,
+    ),
+    (
+        "export_coop",
+        lambda p, clip, out: fpp_init.export_coop(p, out / "o.pth"),
+        ".safetensors",
+        PromptFileError,
+        ConfigError,
+    ),
+    (
+        "build_hub_folder",
+        lambda p, clip, out: fpp_init.artifacts.build_hub_folder([p], out / "hub"),
+        ".safetensors",
+        PromptFileError,
+        ConfigError,
+    ),
+    (
+        "push_fpp_prompt",
+        lambda p, clip, out: fpp_init.push_fpp_prompt(p, "someone/prompts"),
+        ".safetensors",
+        PromptFileError,
+        ConfigError,
+    ),
+    (
+        "pretrain model path",
+        lambda p, clip, out: fpp_init.pretrain_flat_prompt(p, NAMES, steps=1, progress=False),
+        ".pt",
+        ModelLoadError,
+        ModelLoadError,
+    ),
+    (
+        "zoo spec",
+        lambda p, clip, out: load_zoo_spec(p),
+        ".toml",
+        ConfigError,
+        ConfigError,
+    ),
+    (
+        "zoo class-set file",
+        lambda p, clip, out: load_zoo_spec({"backbones": ["ViT-B/16"], "classes": [p]}),
+        ".txt",
+        ClassNameError,
+        ClassNameError,
+    ),
+]
+
+#: (entry point, call(path, clip), error of an OS refusal, error of an unencodable path)
+PATH_WRITERS: list[tuple[str, Callable[..., object], type[Exception], type[Exception]]] = [
+    ("save_fpp_prompt", lambda p, clip: fpp_init.save_fpp_prompt(make_prompt(), p), OutputError, ConfigError),
+    ("export_coop out", lambda p, clip: fpp_init.export_coop(make_prompt(), p), OutputError, ConfigError),
+    (
+        "build_hub_folder folder",
+        lambda p, clip: fpp_init.artifacts.build_hub_folder([make_prompt()], p),
+        OutputError,
+        ConfigError,
+    ),
+    (
+        "pretrain checkpoint",
+        lambda p, clip: fpp_init.pretrain_flat_prompt(clip, NAMES, steps=1, progress=False, checkpoint=p),
+        OutputError,
+        ConfigError,
+    ),
+    (
+        "build_zoo out",
+        lambda p, clip: build_zoo({"backbones": ["ViT-B/16"], "classes": ["agnostic"], "config": {"steps": 1}}, p),
+        OutputError,
+        ConfigError,
+    ),
+]
+
+REFUSALS = {
+    "mode-000 folder": "permission denied",
+    "300-character name": "file name too long|name is too long",
+    "5000-character path": "file name too long|name is too long",
+    "lone surrogate": "cannot encode|cannot be encoded",
+}
+
+
+def _refused_path(kind: str, r: Any, suffix: str) -> str:
+    if kind == "mode-000 folder":
+        return str(r.locked / f"f{suffix}")
+    if kind == "300-character name":
+        return str(r.root / f"{LONG_NAME}{suffix}")
+    if kind == "5000-character path":
+        return str(r.root / LONG_PATH / f"f{suffix}")
+    return str(r.root / f"\ud800{suffix}")
+
+
+def _fill_locked(r: Any, tiny_ckpt: Path) -> None:
+    """Real files behind the locked door: a prompt, a checkpoint, a spec, a class-set file."""
+    make_prompt().save(r.locked / "f.safetensors")
+    (r.locked / "f.pt").write_bytes(tiny_ckpt.read_bytes())
+    (r.locked / "f.toml").write_text('backbones = ["ViT-B/16"]\nclasses = ["agnostic"]\n')
+    (r.locked / "f.txt").write_text("banded\n")
+    r.lock()
+
+
+@pytest.mark.parametrize("kind", list(REFUSALS))
+@pytest.mark.parametrize(
+    ("entry", "call", "suffix", "os_error", "encode_error"), PATH_READERS, ids=[c[0] for c in PATH_READERS]
+)
+def test_paths_the_os_refuses_to_read(
+    tiny_clip: torch.nn.Module,
+    tiny_ckpt: Path,
+    untouched: Path,
+    kind: str,
+    entry: str,
+    call: Callable[..., object],
+    suffix: str,
+    os_error: type[Exception],
+    encode_error: type[Exception],
+) -> None:
+    with refused_folder() as r:
+        _fill_locked(r, tiny_ckpt)
+        before = r.listing()
+        path = _refused_path(kind, r, suffix)
+        with unprivileged(), pytest.raises(FPPError) as info:
+            call(path, tiny_clip, r.root)
+        assert type(info.value) is (encode_error if kind == "lone surrogate" else os_error), info.value
+        message = str(info.value)
+        assert re.search(REFUSALS[kind], message) and "\n" not in message, message
+        assert repr(path)[:60].strip("'") in message or path[:60] in message  # it names the path
+        assert r.listing() == before
+
+
+@pytest.mark.parametrize("kind", list(REFUSALS))
+@pytest.mark.parametrize(("entry", "call", "os_error", "encode_error"), PATH_WRITERS, ids=[c[0] for c in PATH_WRITERS])
+def test_paths_the_os_refuses_to_write(
+    tiny_clip: torch.nn.Module,
+    untouched: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+    entry: str,
+    call: Callable[..., object],
+    os_error: type[Exception],
+    encode_error: type[Exception],
+) -> None:
+    import fpp_init.api.pretrain as pretrain_module
+
+    monkeypatch.setattr(pretrain_module, "optimize_flat_prompt", _no_work)
+    with refused_folder() as r:
+        r.lock()
+        before = r.listing()
+        path = _refused_path(kind, r, ".out")
+        with unprivileged(), pytest.raises(FPPError) as info:
+            call(path, tiny_clip)
+        assert type(info.value) is (encode_error if kind == "lone surrogate" else os_error), info.value
+        message = str(info.value)
+        assert re.search(REFUSALS[kind], message) and "\n" not in message, message
+        assert message.count("cannot write") <= 1, message
+        assert r.listing() == before
+
+
+def _no_work(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the work started although an output cannot be written")
+
+
+def test_model_folders_and_checkpoints_the_os_refuses(untouched: Path) -> None:
+    """A transformers folder whose files cannot be read, an OpenCLIP checkpoint behind a locked door."""
+    pytest.importorskip("open_clip")
+    with refused_folder() as r:
+        model = r.root / "hf-model"
+        model.mkdir()
+        (model / "config.json").write_text("{}")
+        os.chmod(model, 0)
+        (r.locked / "ckpt.bin").write_bytes(b"x")
+        r.lock()
+        try:
+            with unprivileged(), pytest.raises(ModelLoadError, match=r"cannot read model folder file .*config.json'"):
+                fpp_init.pretrain_flat_prompt(str(model), NAMES, steps=1, progress=False)
+            with (
+                unprivileged(),
+                pytest.raises(ModelLoadError, match=r"cannot read OpenCLIP checkpoint .*permission denied"),
+            ):
+                fpp_init.pretrain_flat_prompt(f"open_clip:ViT-B-32/{r.locked / 'ckpt.bin'}", NAMES, steps=1)
+        finally:
+            os.chmod(model, 0o755)

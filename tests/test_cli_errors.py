@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from _refused import LONG_NAME, LONG_PATH, refused_folder, unprivileged
 from test_hub import make_prompt
 
 import fpp_init.api.pretrain as pretrain_module
@@ -110,6 +114,56 @@ def test_config_file(tmp_path: Path, tiny_ckpt: Path, names: Path, capsys: pytes
     assert (written.config["steps"], written.config["seed"], written.config["num_noise"]) == (2, 5, 2)
 
 
+DEEP = 100_000
+CONFIG_FILE_CASES = {
+    "nested arrays": ("steps = " + "[" * DEEP + "]" * DEEP + "\n", "is nested too deeply to be read"),
+    "nested inline tables": ("steps = " + "{a = " * DEEP + "1" + "}" * DEEP + "\n", "is nested too deeply"),
+    "a key beside [fpp]": ("seed = 1\n[fpp]\nsteps = 2\n", r"\['seed'\] outside the \[fpp\] table would not be used"),
+    "a table beside [fpp]": ("[fpp]\nsteps = 2\n[train]\nlr = 1\n", r"\['train'\] outside the \[fpp\] table"),
+    "unknown key in [fpp]": ("[fpp]\nstepz = 2\n", r"unknown FPP option\(s\) \['stepz'\]"),
+}
+
+
+@pytest.mark.parametrize("case", list(CONFIG_FILE_CASES))
+def test_config_files_quietly_wrong(
+    tmp_path: Path,
+    tiny_ckpt: Path,
+    names: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    case: str,
+) -> None:
+    monkeypatch.setattr(pretrain_module, "optimize_flat_prompt", _no_work)
+    text, message = CONFIG_FILE_CASES[case]
+    config = tmp_path / "c.toml"
+    config.write_text(text)
+    assert main([*_pretrain_args(tiny_ckpt, names, tmp_path / "o.safetensors"), "--config", str(config)]) == 2
+    err = _one_error(capsys, "pretrain")
+    assert re.search(message, err) and "c.toml" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml", "names.txt"]
+
+
+def test_files_nested_too_deeply(tmp_path: Path, tiny_ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from safetensors.torch import save
+
+    deep = "[" * DEEP + "]" * DEEP
+    names = tmp_path / "deep.json"
+    names.write_text(deep)
+    assert (
+        main(["pretrain", "--weights", str(tiny_ckpt), "--classnames", str(names), "--out", str(tmp_path / "o")]) == 2
+    )
+    assert "class-name file" in (err := _one_error(capsys, "pretrain")) and "nested too deeply" in err, err
+    header = ('{"a":' + deep + "}").encode()
+    (tmp_path / "header.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
+    assert main(["inspect", str(tmp_path / "header.safetensors")]) == 2
+    assert "its header is nested too deeply" in _one_error(capsys, "inspect")
+    meta = {**make_prompt().metadata(), "classnames": deep}
+    (tmp_path / "meta.safetensors").write_bytes(save({"ctx": make_prompt().ctx}, metadata=meta))
+    assert main(["inspect", str(tmp_path / "meta.safetensors")]) == 2
+    assert "metadata field 'classnames' is nested too deeply" in _one_error(capsys, "inspect")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep.json", "header.safetensors", "meta.safetensors"]
+
+
 def fpp_init_load(path: Path):
     import fpp_init
 
@@ -122,13 +176,13 @@ def test_every_config_field_has_a_flag(tmp_path: Path, tiny_ckpt: Path, names: P
     args += ["--steps", "2", "--lr", "0.02", "--min-lr", "0.001", "--weight-decay", "0", "--num-noise", "3"]
     args += ["--ctx-noise", "0.05", "--cls-noise", "0.1", "--flat-weight", "2.5", "--init", "predefined"]
     args += ["--init-std", "0.2", "--seed", "9", "--chunk-classes", "1", "--no-share-prefix", "--autocast", "off"]
-    args += ["--threads", "1"]
+    args += ["--threads", "1", "--dist-timeout", "30"]
     assert main(args) == 0
     cfg = fpp_init_load(out).config
     assert cfg == {
         "steps": 2, "lr": 0.02, "min_lr": 0.001, "weight_decay": 0.0, "num_noise": 3, "ctx_noise": 0.05,
         "cls_noise": 0.1, "flat_weight": 2.5, "init": "predefined", "init_std": 0.2, "seed": 9, "chunk_classes": 1,
-        "share_prefix": False, "autocast": "off", "threads": 1,
+        "share_prefix": False, "autocast": "off", "threads": 1, "dist_timeout": 30.0,
     }  # fmt: skip
 
 
@@ -243,3 +297,110 @@ def test_misspelt_flag_names_the_closest(capsys: pytest.CaptureFixture[str], tmp
         main(["pretrain", "--out", str(tmp_path / "o.safetensors")])
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "usage:" not in err  # one line, no usage block
+
+
+# -- paths the OS refuses: one line naming the path, exit 2, nothing written --------------------------
+CLI_REFUSALS = {
+    "mode-000 folder": "permission denied",
+    "300-character name": "file name too long|name is too long",
+    "5000-character path": "file name too long|name is too long",
+}
+
+
+def _refused(kind: str, r: Any, suffix: str) -> str:
+    if kind == "mode-000 folder":
+        return str(r.locked / f"f{suffix}")
+    if kind == "300-character name":
+        return str(r.root / f"{LONG_NAME}{suffix}")
+    return str(r.root / LONG_PATH / f"f{suffix}")
+
+
+#: (command, arguments given the refused path P, the readable model W, class names N and a folder D)
+CLI_PATH_CASES: list[tuple[str, str, Callable[[str, str, str, Path], list[str]]]] = [
+    ("inspect", ".safetensors", lambda p, w, n, d: ["inspect", p]),
+    ("export", ".safetensors", lambda p, w, n, d: ["export", p, "--out", str(d / "o.safetensors")]),
+    ("push", ".safetensors", lambda p, w, n, d: ["push", p, "--repo-id", "someone/prompts"]),
+    ("pretrain", ".txt", lambda p, w, n, d: ["pretrain", "--weights", w, "--classnames", p, "--out", str(d / "o")]),
+    ("pretrain", ".toml", lambda p, w, n, d: [*_pretrain_args(Path(w), Path(n), d / "o"), "--config", p]),
+    ("pretrain", ".pt", lambda p, w, n, d: ["pretrain", "--weights", p, "--classnames", n, "--out", str(d / "o")]),
+    ("zoo", ".toml", lambda p, w, n, d: ["zoo", p, "--out", str(d / "zoo")]),
+    ("sharpness", ".safetensors", lambda p, w, n, d: ["sharpness", "--weights", w, "--classnames", n, p]),
+    # outputs
+    ("pretrain", ".safetensors", lambda p, w, n, d: _pretrain_args(Path(w), Path(n), Path(p))),
+    ("pretrain", ".ckpt", lambda p, w, n, d: [*_pretrain_args(Path(w), Path(n), d / "o"), "--checkpoint", p]),
+    ("export", ".pth", lambda p, w, n, d: ["export", str(d / "src.safetensors"), "--coop", p]),
+    ("export", ".hub", lambda p, w, n, d: ["export", str(d / "src.safetensors"), "--hub", p]),
+    ("zoo", ".out", lambda p, w, n, d: ["zoo", str(d / "zoo.toml"), "--out", p]),
+]
+
+
+@pytest.mark.parametrize("kind", list(CLI_REFUSALS))
+@pytest.mark.parametrize(("command", "suffix", "args"), CLI_PATH_CASES, ids=[f"{c}{s}" for c, s, _ in CLI_PATH_CASES])
+def test_paths_the_os_refuses(
+    tiny_ckpt: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    kind: str,
+    command: str,
+    suffix: str,
+    args: Callable[[str, str, str, Path], list[str]],
+) -> None:
+    monkeypatch.setattr(pretrain_module, "optimize_flat_prompt", _no_work)
+    with refused_folder() as r:
+        weights, names = r.root / "w.pt", r.root / "n.txt"
+        weights.write_bytes(tiny_ckpt.read_bytes())
+        names.write_text("banded\nblotchy\n")
+        make_prompt().save(r.root / "src.safetensors")
+        (r.root / "zoo.toml").write_text(f'backbones = ["{weights}"]\nclasses = ["agnostic"]\n[config]\nsteps = 1\n')
+        make_prompt().save(r.locked / "f.safetensors")  # real files behind the locked door
+        (r.locked / "f.txt").write_text("banded\n")
+        (r.locked / "f.toml").write_text("[fpp]\nsteps = 1\n")
+        (r.locked / "f.pt").write_bytes(tiny_ckpt.read_bytes())
+        r.lock()
+        before = r.listing()
+        path = _refused(kind, r, suffix)
+        with unprivileged():
+            rc = main(args(path, str(weights), str(names), r.root))
+        err = _one_error(capsys, command)
+        assert rc == 2, err
+        assert re.search(CLI_REFUSALS[kind], err) and path[:60] in err, err
+        assert r.listing() == before
+
+
+def _no_work(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the work started although an input cannot be read or an output written")
+
+
+class _Payload:
+    """A pickle that runs a shell command when unpickled without restrictions."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+@pytest.mark.parametrize("where", ["--weights", "--checkpoint", "inspect --allow-pickle"])
+def test_malicious_pickles_are_refused_unrun_in_one_line(
+    tmp_path: Path, tiny_ckpt: Path, names: Path, capsys: pytest.CaptureFixture[str], where: str, protocol: int
+) -> None:
+    import pickle
+
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"state_dict": _Payload(marker)}, protocol=protocol))
+    out = tmp_path / "o.safetensors"
+    if where == "--weights":
+        args, command, message = _pretrain_args(evil, names, out), "pretrain", "could not read CLIP checkpoint"
+    elif where == "--checkpoint":
+        args, command = [*_pretrain_args(tiny_ckpt, names, out), "--checkpoint", str(evil)], "pretrain"
+        message = "cannot be read"
+    else:
+        args, command, message = ["inspect", str(evil), "--allow-pickle"], "inspect", "weights_only=True"
+    assert main([*args, "--quiet"] if command == "pretrain" else args) == 2
+    err = _one_error(capsys, command)
+    assert message in err and "evil.pt" in err, err
+    assert not marker.exists()  # never run
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.pt", "names.txt"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -192,3 +193,120 @@ def test_many_short_runs_end_cleanly(tiny_ckpt: Path) -> None:
     ]
     for r in _wait_all(procs, timeout=120):
         assert r.returncode == 0, r.stderr or "killed after 120 s: a rank hung"
+
+
+# -- the launcher's environment, the rendezvous and lost ranks ----------------------------------------
+LAUNCH_ENV = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29999"}
+BAD_LAUNCHES = [
+    ({"WORLD_SIZE": "two"}, r"WORLD_SIZE='two' is not a whole number"),
+    ({"WORLD_SIZE": "0"}, r"WORLD_SIZE=0 must be >= 1"),
+    ({"WORLD_SIZE": "2", "RANK": "5", **LAUNCH_ENV}, r"RANK=5 must be in \[0, 1\]; the ranks are 0 to 1"),
+    ({"WORLD_SIZE": "2", "RANK": "-1", **LAUNCH_ENV}, r"RANK=-1 must be in \[0, 1\]"),
+    ({"WORLD_SIZE": "1", "RANK": "1"}, r"RANK=1 must be in \[0, 0\]"),
+    ({"WORLD_SIZE": "2", **LAUNCH_ENV}, "WORLD_SIZE=2 but RANK is not set"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_PORT": "29999"}, "WORLD_SIZE=2 but MASTER_ADDR is not set"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1"}, "WORLD_SIZE=2 but MASTER_PORT is not set"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "h", "MASTER_PORT": "http"}, "MASTER_PORT='http' is not a whole"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "h", "MASTER_PORT": "70000"}, r"MASTER_PORT=70000 must be in"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "x", **LAUNCH_ENV}, "LOCAL_RANK='x' is not a whole number"),
+]
+
+
+@pytest.fixture
+def launch_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize(("env", "match"), BAD_LAUNCHES, ids=[str(e) for e, _ in BAD_LAUNCHES])
+def test_a_malformed_launcher_environment_is_refused_first(
+    tiny_ckpt: Path,
+    tmp_path: Path,
+    launch_env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    env: dict[str, str],
+    match: str,
+) -> None:
+    from fpp_init.cli import main
+
+    for name, value in env.items():
+        launch_env.setenv(name, value)
+    start = time.monotonic()
+    with pytest.raises(fpp_init.DistributedError, match=match):
+        fpp_init.pretrain_flat_prompt(str(tiny_ckpt), NAMES, steps=1, progress=False)
+    (tmp_path / "n.txt").write_text("banded\n")
+    out = tmp_path / "o.safetensors"
+    args = ["pretrain", "--weights", str(tiny_ckpt), "--classnames", str(tmp_path / "n.txt"), "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fpp-init pretrain: error: ") and err.count("\n") == 1 and re.search(match, err), err
+    assert time.monotonic() - start < 10 and not out.exists()
+    # distributed=False is a single process whatever the environment says
+    assert fpp_init.pretrain_flat_prompt(str(tiny_ckpt), NAMES, steps=1, progress=False, distributed=False).n_ctx == 4
+
+
+def _cli_rank(rank: int, world: int, port: int, args: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "fpp_init", *args],
+        env=_rank_env(rank, world, port),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _finish(procs: list[subprocess.Popen[str]], timeout: float) -> list[tuple[int, str]]:
+    """Every rank's exit status and stderr; any rank still running after ``timeout`` s is killed (and fails)."""
+    deadline = time.monotonic() + timeout
+    try:
+        return [(p.wait(max(0.1, deadline - time.monotonic())), p.stderr.read()) for p in procs]  # type: ignore[union-attr]
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"a rank still ran after {timeout} s") from None
+    finally:  # leave no rank behind
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_rank_whose_peer_never_starts_stops_in_one_line(tiny_ckpt: Path, tmp_path: Path, rank: int) -> None:
+    (tmp_path / "n.txt").write_text("banded\nblotchy\n")
+    out = tmp_path / "o.safetensors"
+    args = ["pretrain", "--weights", str(tiny_ckpt), "--classnames", str(tmp_path / "n.txt"), "--out", str(out)]
+    start = time.monotonic()
+    ((rc, err),) = _finish([_cli_rank(rank, 2, _free_port(), [*args, "--quiet", "--dist-timeout", "2"])], 60)
+    assert rc == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"fpp-init pretrain: error: rank {rank} of 2: the other ranks did not all join within 2 s")
+    assert "--dist-timeout" in err and time.monotonic() - start < 45
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["n.txt"]
+
+
+@pytest.mark.parametrize(("world", "victim"), [(2, 1), (2, 0), (3, 1)])
+def test_a_rank_killed_mid_run_ends_the_others_in_one_line(
+    tiny_ckpt: Path, tmp_path: Path, world: int, victim: int
+) -> None:
+    (tmp_path / "n.txt").write_text("\n".join(NAMES) + "\n")
+    ckpt, out = tmp_path / "run.ckpt", tmp_path / "o.safetensors"
+    args = ["pretrain", "--weights", str(tiny_ckpt), "--classnames", str(tmp_path / "n.txt"), "--out", str(out)]
+    args += ["--quiet", "--steps", "100000", "--checkpoint", str(ckpt), "--checkpoint-every", "1"]
+    port = _free_port()
+    procs = [_cli_rank(rank, world, port, args) for rank in range(world)]
+    try:
+        deadline = time.monotonic() + 60
+        while not ckpt.exists():  # rank 0 writes it after every step: the ranks are in the run
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "the ranks did not start"
+            time.sleep(0.1)
+        procs[victim].kill()
+        results = _finish([p for r, p in enumerate(procs) if r != victim], 30)
+    finally:  # leave no rank behind, whatever happened
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+    for rc, err in results:
+        assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+        named = re.search(r"error: rank \d of \d+: ranks? ([\d, ]+) went away during the run", err)
+        assert named and str(victim) in named.group(1).split(", "), err
+    assert not out.exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 from pathlib import Path
 
@@ -102,8 +104,18 @@ def test_hub_folder_names_and_provenance(tmp_path: Path) -> None:
         ({"prompts": []}, "no prompts"),
         ({"prompts": [make_prompt(), make_prompt()]}, "two prompts would be written"),
         ({"filenames": ["a.safetensors", "b.safetensors"]}, "one name per prompt"),
-        ({"filenames": ["a.pt"]}, "must be a plain name ending in .safetensors"),
+        ({"filenames": ["a.pt"]}, "must end in .safetensors"),
         ({"filenames": ["sub/a.safetensors"]}, "must be a plain name"),
+        ({"filenames": ["b\x00.safetensors"]}, "holds a NUL or other control character"),
+        ({"filenames": ["b\n.safetensors"]}, "holds a NUL or other control character"),
+        ({"filenames": [".b.safetensors"]}, "must not start with '.'"),
+        ({"filenames": ["\ud800.safetensors"]}, "cannot encode"),
+        ({"filenames": ["x" * 250 + ".safetensors"]}, "is 262 bytes long; file systems allow at most 255"),
+        ({"filenames": [3]}, "must be a non-empty string"),
+        (
+            {"prompts": [make_prompt(), make_prompt(seed=1)], "filenames": ["a.safetensors", "b\x00.safetensors"]},
+            r"file name 'b\\x00.safetensors' holds a NUL",
+        ),
     ],
 )
 def test_hub_folder_errors_write_nothing(tmp_path: Path, kwargs: dict[str, object], match: str) -> None:
@@ -124,3 +136,55 @@ def test_hub_folder_refuses_non_empty_folder(tmp_path: Path) -> None:
     assert sorted(p.name for p in folder.iterdir()) == ["mine.txt"]
     build_hub_folder(make_prompt(), folder, overwrite=True)
     assert keep.read_text() == "keep me" and (folder / "README.md").exists()
+
+
+def _folder_state(folder: Path) -> dict[str, bytes | str]:
+    return {p.name: (p.read_bytes() if p.is_file() else "dir") for p in sorted(folder.iterdir())}
+
+
+def test_existing_folder_with_a_folder_in_a_target_is_left_alone(tmp_path: Path) -> None:
+    folder = tmp_path / "hub"
+    build_hub_folder([make_prompt()], folder, filenames=["a.safetensors"])
+    (folder / "b.safetensors").mkdir()
+    before = _folder_state(folder)
+    with pytest.raises(fpp_init.OutputError, match=r"'b.safetensors' there is a folder; remove it"):
+        build_hub_folder(
+            [make_prompt(seed=1), make_prompt(seed=2)],
+            folder,
+            filenames=["a.safetensors", "b.safetensors"],
+            overwrite=True,
+        )
+    assert _folder_state(folder) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hub"]  # no staging folder left
+
+
+def test_a_failure_half_way_into_an_existing_folder_puts_the_old_files_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The OS refusing the third rename (say, the disk went read-only): the first two are undone."""
+    from fpp_init.artifacts import export as export_module
+
+    folder = tmp_path / "hub"
+    build_hub_folder([make_prompt()], folder, filenames=["a.safetensors"])
+    (folder / "mine.txt").write_text("keep me")
+    before = _folder_state(folder)
+    real, calls = os.replace, {"n": 0}
+
+    def third_fails(src: object, dst: object) -> None:
+        if str(dst).startswith(str(folder)) and ".tmp" not in str(dst):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise OSError(errno.EROFS, "Read-only file system")
+        real(src, dst)
+
+    monkeypatch.setattr(export_module.os, "replace", third_fails)
+    with pytest.raises(fpp_init.OutputError, match=r"cannot write Hub folder .*: read-only file system"):
+        build_hub_folder(
+            [make_prompt(seed=1), make_prompt(seed=2)],
+            folder,
+            filenames=["a.safetensors", "b.safetensors"],
+            overwrite=True,
+        )
+    monkeypatch.undo()
+    assert _folder_state(folder) == before  # a.safetensors is the old file again, no b.safetensors, old card
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hub"]

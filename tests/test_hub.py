@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from huggingface_hub import constants as hf_constants
 
 import fpp_init
 from fpp_init import FPPConfig, FPPPrompt, HubError, PickleFileError
+from fpp_init.api.zoo import build_zoo
 from fpp_init.artifacts.hub import HubRef, default_filename, parse_hub_ref
 from fpp_init.errors import ConfigError
 
@@ -237,3 +239,74 @@ def test_push_offline_fails_cleanly_after_validating(offline: None) -> None:
     """Every argument is validated, then offline mode stops the push at once with one HubError."""
     with pytest.raises(HubError, match=r"cannot push to 'someone/repo': offline mode is on \(HF_HUB_OFFLINE=1\)"):
         fpp_init.push_fpp_prompt(make_prompt(), "someone/repo", private=True)
+
+
+# -- repository ids: one validator, wherever an id is taken, before any work ------------------------
+BAD_REPO_IDS = {
+    "-bad/name": "is not a valid repository id",
+    "own er/na me": "is not a valid repository id",
+    "a/b/c": "must be OWNER/NAME",
+    "no-owner": "must be OWNER/NAME",
+    "someone/" + "x" * 100: "is not a valid repository id",
+    "someone/na..me": "is not a valid repository id",
+}
+
+
+def _zoo_spec(tmp_path: Path) -> Path:
+    from conftest import build_tiny_clip
+
+    torch.save(build_tiny_clip(64, layers=1).state_dict(), tmp_path / "tiny.pt")
+    spec = tmp_path / "zoo.toml"
+    spec.write_text('backbones = ["tiny.pt"]\nclasses = ["agnostic"]\n[config]\nsteps = 1\n')
+    return spec
+
+
+REPO_ID_USES = {
+    "push_fpp_prompt": lambda d, bad: fpp_init.push_fpp_prompt(make_prompt(), bad),
+    "build_hub_folder": lambda d, bad: fpp_init.artifacts.build_hub_folder(make_prompt(), d / "hub", repo_id=bad),
+    "build_zoo": lambda d, bad: build_zoo(_zoo_spec(d), d / "zoo", repo_id=bad, progress=False),
+    "load_fpp_prompt": lambda d, bad: fpp_init.load_fpp_prompt(bad, "p.safetensors"),
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_REPO_IDS))
+@pytest.mark.parametrize("use", list(REPO_ID_USES))
+def test_bad_repository_ids_in_the_api(tmp_path: Path, use: str, bad: str) -> None:
+    with pytest.raises(HubError, match=BAD_REPO_IDS[bad]) as info:
+        REPO_ID_USES[use](tmp_path, bad)
+    assert "\n" not in str(info.value) and bad in str(info.value)
+    assert not (tmp_path / "hub").exists() and not (tmp_path / "zoo").exists()
+
+
+@pytest.mark.parametrize("bad", list(BAD_REPO_IDS))
+@pytest.mark.parametrize("command", ["push", "export", "zoo"])
+def test_bad_repository_ids_in_the_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str, bad: str
+) -> None:
+    from fpp_init.cli import main
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing may be fetched or pushed
+    src = make_prompt().save(tmp_path / "p.safetensors")
+    args = {
+        "push": ["push", str(src)],
+        "export": ["export", str(src), "--hub", str(tmp_path / "hub")],
+        "zoo": ["zoo", str(_zoo_spec(tmp_path)), "--out", str(tmp_path / "zoo")],
+    }[command]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main([*args, "--repo-id", bad]) == 2  # a leading '-' included: not read as an option
+    err = capsys.readouterr().err
+    assert err.startswith(f"fpp-init {command}: error: --repo-id {bad!r} ") and err.count("\n") == 1, err
+    assert re.search(BAD_REPO_IDS[bad], err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_a_value_starting_with_a_dash_reaches_its_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Only free-text values are glued; a missing value (an option right after) stays argparse's error."""
+    from fpp_init.cli import main
+
+    src = make_prompt().save(tmp_path / "p.safetensors")
+    with pytest.raises(SystemExit):
+        main(["push", str(src), "--repo-id", "--private"])
+    assert "argument --repo-id: expected one argument" in capsys.readouterr().err
+    assert main(["export", str(src), "--hub", str(tmp_path / "h"), "--name", "-x.safetensors"]) == 0
+    assert (tmp_path / "h" / "-x.safetensors").is_file()

@@ -17,6 +17,7 @@ LAYERS = {
     "_io": 1,
     "_deps": 1,
     "_hubenv": 1,
+    "_launch": 1,
     "config": 2,
     "_runtime": 2,
     "plotting": 2,

@@ -158,6 +158,19 @@ def test_hub_folder_is_built_whole_or_not_at_all(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.safetensors", "b.safetensors"]  # no half-built folder
 
 
+def test_full_disk_leaves_an_existing_hub_folder_as_it_was(tmp_path: Path) -> None:
+    a = make_prompt(seed=1).save(tmp_path / "a.safetensors")
+    b = make_prompt(seed=2).save(tmp_path / "b.safetensors")
+    hub = tmp_path / "hub"
+    assert main(["export", str(a), "--hub", str(hub), "--name", "a.safetensors"]) == 0
+    before = {p.name: p.read_bytes() for p in hub.iterdir()}
+    args = ["export", str(b), str(a), "--hub", str(hub), "--name", "a.safetensors", "--name", "b.safetensors"]
+    out = _limited(a.stat().st_size + 200, [*args, "--force"], tmp_path)  # room for a file, not for the card
+    assert out.returncode == 2 and "cannot write" in out.stderr and out.stderr.count("\n") == 1, out.stderr
+    assert {p.name: p.read_bytes() for p in hub.iterdir()} == before  # not a single file replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.safetensors", "b.safetensors", "hub"]
+
+
 def _dead_pid() -> int:
     pid = 4_000_000
     while True:
@@ -187,11 +200,15 @@ def test_leftover_of_a_killed_writer_is_removed_by_the_next_write(tmp_path: Path
     assert not alive.exists()
 
 
-def test_real_sigkill_leftover_is_harmless_and_cleaned(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tmpfile", [True, False], ids=["O_TMPFILE", "without O_TMPFILE"])
+def test_real_sigkill_leftover_is_harmless_and_cleaned(tmp_path: Path, tmpfile: bool) -> None:
+    """Killed between naming the complete temp file and the rename (or, without O_TMPFILE, after writing it)."""
     code = textwrap.dedent(
-        """
+        f"""
         import os, sys
         from fpp_init import _io
+        if not {tmpfile} and hasattr(os, "O_TMPFILE"):
+            del os.O_TMPFILE  # a platform without it: the temp file is written under its name
         real = os.replace
         def stop(src, dst):  # killed between writing the temp file and the rename
             print(src, flush=True)
@@ -205,9 +222,58 @@ def test_real_sigkill_leftover_is_harmless_and_cleaned(tmp_path: Path) -> None:
     assert proc.returncode == -signal.SIGKILL
     leftover = Path(proc.stdout.strip())
     assert leftover.exists() and leftover.parent == tmp_path and leftover.name.startswith(".p.safetensors.")
+    assert leftover.read_bytes() == b"x" * 1000  # named only once complete
     assert not target.exists()  # readers never see a partial prompt file
     atomic_write_bytes(target, b"ok")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.safetensors"]
+
+
+def _unnamed_files_work(folder: Path) -> bool:
+    try:
+        os.close(os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o600))
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
+@pytest.mark.parametrize("stop_at", ["fsync", "link"])
+def test_sigkill_while_writing_leaves_nothing(tmp_path: Path, stop_at: str) -> None:
+    """Killed while the data is written (at the fsync) or just before it gets its name: no trace in the folder."""
+    if not _unnamed_files_work(tmp_path):
+        pytest.skip("no O_TMPFILE here: the temp file has a name from the start (removed by the next write)")
+    code = textwrap.dedent(
+        f"""
+        import os, sys
+        from fpp_init import _io
+        def stop(*args, **kwargs):
+            os.kill(os.getpid(), 9)
+        os.{stop_at} = stop
+        _io.atomic_write_bytes(sys.argv[1], b"x" * 100_000)
+        """
+    )
+    target = tmp_path / "p.safetensors"
+    proc = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_probe_of_an_output_folder_leaves_nothing_when_killed(tmp_path: Path) -> None:
+    if not _unnamed_files_work(tmp_path):
+        pytest.skip("no O_TMPFILE here")
+    code = textwrap.dedent(
+        """
+        import os, sys
+        from fpp_init import _io
+        real = os.close
+        def stop(fd):
+            os.kill(os.getpid(), 9)
+        os.close = stop
+        _io.check_writable_file(sys.argv[1])
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "o.safetensors")], timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert sorted(os.listdir(tmp_path)) == []
 
 
 def test_sigterm_during_pretrain_leaves_no_output(tiny_ckpt: Path, tmp_path: Path) -> None:

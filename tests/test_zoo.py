@@ -62,14 +62,40 @@ def test_spec_expands_to_jobs(spec: Path) -> None:
         ({"colours": 3}, r"unknown key\(s\) \['colours'\]"),
         ({"config": {"stepz": 2}}, r"unknown FPP option\(s\) \['stepz'\]"),
         ({"classes": ["dtd.txt", "dtd.txt"]}, "two jobs would write"),
+        (
+            {"backbones": [{"name": "a", "model": "tiny-a.pt", "dtype": "fp16"}]},
+            r"unknown key\(s\) \['dtype'\] in backbones\[0\]; known: model, name",
+        ),
+        (
+            {"classes": [{"file": "dtd.txt", "nmae": "x"}]},
+            r"unknown key\(s\) \['nmae'\] in classes\[0\]; known: file, name",
+        ),
+        ({"config": 3}, "'config' must be a table of FPPConfig fields, got 3"),
+        ({"config": []}, "'config' must be a table"),
+        ({"templates": ["a photo of a {}"]}, "places the class name with '{}'"),
+        ({"templates": ["  "]}, "must be a non-empty string"),
+        ({"num_classes": 10**8}, r"num_classes must be an int in \[1, 10000000\]"),
+        ({"backbones": [{"name": "x" * 300, "model": "tiny-a.pt"}]}, "file name .* bytes long; file systems allow"),
     ],
 )
 def test_bad_specs(spec: Path, change: dict[str, object], match: str) -> None:
     data = {"backbones": [str(spec.parent / "tiny-a.pt")], "classes": ["agnostic"], "seeds": [0], **change}
-    if change.get("classes"):
-        data["classes"] = [str(spec.parent / c) for c in change["classes"]]  # type: ignore[union-attr]
-    with pytest.raises(fpp_init.ConfigError, match=match):
+    for key, field in (("classes", "file"), ("backbones", "model")):
+        if change.get(key):
+            data[key] = [
+                {**c, field: str(spec.parent / c[field])} if isinstance(c, dict) else str(spec.parent / c)
+                for c in change[key]  # type: ignore[union-attr]
+            ]
+    with pytest.raises(fpp_init.FPPError, match=match) as info:
         load_zoo_spec(data)
+    assert type(info.value) in (fpp_init.ConfigError, fpp_init.TemplateError)
+
+
+def test_a_missing_backbone_file_is_refused_before_any_job(spec: Path, tmp_path: Path) -> None:
+    data = {"backbones": [str(spec.parent / "tiny-a.pt"), str(tmp_path / "gone.pt")], "classes": ["agnostic"]}
+    with pytest.raises(fpp_init.ModelLoadError, match=r"backbones\[1\]: CLIP checkpoint not found: '.*gone.pt'"):
+        build_zoo(data, tmp_path / "out", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_build_rerun_and_resume(
@@ -186,3 +212,69 @@ def test_push_refuses_a_manifest_with_a_local_path(tmp_path: Path) -> None:
     )
     with pytest.raises(fpp_init.ConfigError, match=r"records the local path '/data/models/ViT-B-16\.pt'.*fpp-init zoo"):
         fpp_init.push_fpp_prompt(tmp_path, "someone/prompts")
+
+
+def _small_zoo(tmp_path: Path) -> dict[str, object]:
+    torch.save(build_tiny_clip(64, layers=1).state_dict(), tmp_path / "tiny.pt")
+    (tmp_path / "set.txt").write_text("banded\nblotchy\n")
+    return {
+        "backbones": [str(tmp_path / "tiny.pt")],
+        "classes": ["agnostic", str(tmp_path / "set.txt")],
+        "num_classes": 3,
+        "config": {"steps": 2},
+    }
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    calls = {"n": 0}
+    real = pretrain_module.optimize_flat_prompt
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pretrain_module, "optimize_flat_prompt", counted)
+    return calls
+
+
+def test_a_finished_file_edited_since_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from safetensors.torch import load_file, save_file
+
+    spec, out = _small_zoo(tmp_path), tmp_path / "out"
+    build_zoo(spec, out, progress=False)
+    built = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    edited = out / "fpp_tiny_set_seed0.safetensors"
+    meta = fpp_init.artifacts.read_prompt_file(edited).metadata
+    ctx = load_file(edited)["ctx"]
+    ctx[0, 0] += 1.0  # same metadata, other ctx: only the manifest's sha256 tells
+    save_file({"ctx": ctx}, edited, metadata=meta)
+    calls = _counting(monkeypatch)
+    with pytest.warns(fpp_init.FPPWarning, match="fpp_tiny_set_seed0.safetensors does not match the sha256"):
+        build_zoo(spec, out, progress=False)
+    assert calls["n"] == 1  # that job only
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == built  # rebuilt exactly
+
+
+def test_an_unreadable_manifest_is_said_and_rewritten(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec, out = _small_zoo(tmp_path), tmp_path / "out"
+    build_zoo(spec, out, progress=False)
+    manifest = (out / "manifest.json").read_bytes()
+    (out / "manifest.json").write_text("[{")
+    calls = _counting(monkeypatch)
+    with pytest.warns(fpp_init.FPPWarning, match="manifest.json' cannot be read .* checked by their metadata only"):
+        build_zoo(spec, out, progress=False)
+    assert calls["n"] == 0 and (out / "manifest.json").read_bytes() == manifest
+
+
+def test_cli_unknown_key_in_an_entry_is_one_line(
+    spec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "zoo.toml"
+    bad.write_text(
+        f'backbones = [{{ name = "a", model = "{spec.parent / "tiny-a.pt"}", pretrained = "x" }}]\n'
+        'classes = ["agnostic"]\n'
+    )
+    assert main(["zoo", str(bad), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown key(s) ['pretrained'] in backbones[0]" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["zoo.toml"]

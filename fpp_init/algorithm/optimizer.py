@@ -141,7 +141,8 @@ def _check_finite(records: list[torch.Tensor], first_step: int, ctx: torch.Tenso
     step = first_step + (int(bad[0]) if len(bad) else len(records) - 1)
     raise NonFiniteError(
         f"FPP diverged: the loss or the ctx became NaN/Inf at step {step + 1} of {config.steps} (lr={config.lr}); "
-        "lower lr, or check the text tower for non-finite weights. Nothing was returned or saved"
+        "lower lr (or an extreme ctx_noise, cls_noise, flat_weight or init_std), or check the text tower for "
+        "non-finite weights. Nothing was returned or saved"
     )
 
 
@@ -249,7 +250,15 @@ class _Run:
             self.ctx.grad = both[:-2].view_as(self.ctx).clone()
             totals = both[-2:].clone()
         self.stepping = True  # an interruption now would leave a half-updated state
-        self.opt.step()
+        try:
+            self.opt.step()
+        except RuntimeError as exc:  # lr / (1 - beta1^t) or 1 - lr * weight_decay beyond fp32
+            if "overflow" not in str(exc):
+                raise
+            raise NonFiniteError(
+                f"FPP diverged: the AdamW update overflows fp32 at step {len(self.records) + 1} of {cfg.steps} "
+                f"(lr={cfg.lr}, weight_decay={cfg.weight_decay}); lower lr. Nothing was returned or saved"
+            ) from None
         self.sched.step()
         self.records.append(totals)
         self.resume_generator = self.generator.get_state()

@@ -236,6 +236,15 @@ def measure_sharpness(
             land = _landscape(feats, x, clean, dirs, options, config.ctx_noise)
             bar.update()
     bar.close()
+    values = [align, *drop, *spread]
+    if land is not None:
+        values += land.line + ([] if land.grid2d is None else [float(land.grid2d.float().abs().max())])
+    if not all(math.isfinite(v) for v in values):
+        raise NonFiniteError(
+            f"sharpness of {label}: the features under noise became NaN/Inf (factors {list(options.factors)}, "
+            f"ctx_noise {config.ctx_noise:g}, cls_noise {config.cls_noise:g}, span {options.span:g}): the noise is "
+            "too large for fp32; use smaller factors, noise or span"
+        )
     logger.info("sharpness %s: align %.5f, drop %s", label, align, drop)
     return SharpnessResult(
         label=label,

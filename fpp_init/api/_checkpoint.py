@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from .._io import atomic_write_bytes, read_regular_file
+from .._io import atomic_write_bytes, path_stat, read_regular_file
+from .._runtime import load_tensors_only
 from ..algorithm import TrainState
 from ..errors import CheckpointError
 
@@ -42,11 +43,11 @@ class FileCheckpoint:
         return self.group is None or self.group.rank == 0
 
     def _read(self) -> TrainState | None:
-        if not self.path.exists():
+        if path_stat(self.path, what="checkpoint", error=CheckpointError) is None:
             return None
         data = read_regular_file(self.path, limit=_MAX_BYTES, what="checkpoint", error=CheckpointError)
         try:
-            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            obj = load_tensors_only(data)
         except Exception as exc:
             raise CheckpointError(
                 f"checkpoint {str(self.path)!r} cannot be read ({type(exc).__name__}); delete it to start over"
@@ -113,7 +114,7 @@ def completed_steps(path: str | os.PathLike[str]) -> int | None:
     there is no usable checkpoint there (the run itself then says why, or starts afresh)."""
     try:
         data = read_regular_file(path, limit=_MAX_BYTES, what="checkpoint", error=CheckpointError)
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        obj = load_tensors_only(data)
     except Exception:
         return None
     step = obj.get("step") if isinstance(obj, dict) and obj.get("format") == _FORMAT else None

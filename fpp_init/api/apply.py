@@ -17,6 +17,7 @@ from ..algorithm import optimize_flat_prompt
 from ..artifacts import FPPPrompt, as_prompt
 from ..artifacts.cache import CacheRequest, PromptCache
 from ..artifacts.export import PromptSource
+from ..artifacts.prompt import current_ctx
 from ..backbones.clip import infer_backbone
 from ..config import FPPConfig, as_config
 from ..errors import BeyondPaperWarning, ConfigError, PromptMismatchError, PromptMismatchWarning
@@ -129,6 +130,7 @@ class FPPHandle:
 
     def _check_prompt(self, prompt: FPPPrompt) -> None:
         live = self._live
+        current_ctx(prompt)  # at every installation: the tensor may have been changed since
         if prompt.n_ctx != live.n_ctx or prompt.width != live.width:
             raise PromptMismatchError(
                 f"the prompt has shape [{prompt.n_ctx}, {prompt.width}] but the model's {live.family.description} "

@@ -9,6 +9,7 @@ import torch
 
 from .._validate import check_device, check_dtype, check_int, check_str
 from ..artifacts import FPPPrompt, HubOptions, read_source
+from ..artifacts.prompt import current_ctx
 from ..backbones import text_model
 from ..errors import PromptMismatchError
 
@@ -64,6 +65,7 @@ def load_fpp_prompt(
     check_str(backbone, "backbone", allow_none=True)
     check_str(fingerprint, "fingerprint", allow_none=True)
     if isinstance(source, FPPPrompt):
+        current_ctx(source)  # changed in place since it was made?
         prompt, where = source, "prompt"
     else:
         prompt = read_source(

@@ -129,7 +129,7 @@ def pretrain_flat_prompt(
     ckpt_path = None if checkpoint is None else check_writable_file(check_path(checkpoint, "checkpoint"), "checkpoint")
     if distributed is not None:
         check_bool(distributed, "distributed")
-    if device is None and isinstance(model, (str, os.PathLike)):
+    if device is None and distributed is not False and isinstance(model, (str, os.PathLike)):
         device = _distributed.local_device()  # one GPU per rank under torchrun
     tm = text_model(model, device=device)
     classes = build_class_prompts(
@@ -143,7 +143,7 @@ def pretrain_flat_prompt(
         init_ctx = check_ctx(init_ctx, "init_ctx", width=tm.width, n_ctx=classes.n_ctx).float().cpu()
     request = CacheRequest(tm.fingerprint(), names, n, classes.template, classes.predefined_ctx, init_ctx, cfg)
     run = _Job(tm, classes, request, init_ctx, progress, cache_dir, ckpt_path, checkpoint_every)
-    with _distributed.session(distributed, tm.device) as group:
+    with _distributed.session(distributed, tm.device, cfg.dist_timeout) as group:
         return run(group)
 
 

@@ -10,12 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import constants as const
+from .._io import os_errors
 from .._validate import check_bool, check_str
 from .._version import __version__
 from ..artifacts import build_hub_folder, collect_prompts
 from ..artifacts.export import PromptSource, plan_file_names
 from ..artifacts.hub import check_repo_id, fetch_model_card, require_online, upload_folder
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputError, PromptFileError
 
 __all__ = ["push_fpp_prompt"]
 
@@ -25,18 +26,20 @@ def _expand_folders(
 ) -> tuple[PromptSource | Sequence[PromptSource], Sequence[str] | None, list[Path]]:
     """A folder (``fpp-init zoo`` output, a Hub folder) stands for its prompt files, under their own names,
     and its ``manifest.json``."""
-    if not (isinstance(sources, (str, os.PathLike)) and Path(sources).is_dir()):
-        return sources, filenames, []
+    if not (isinstance(sources, (str, os.PathLike)) and os.path.isdir(sources)):
+        return sources, filenames, []  # (not a folder, or one the OS refuses to stat: read as a file)
     folder = Path(sources)
-    files = sorted(p for p in folder.glob(f"*{const.SUFFIX}") if p.is_file())
+    with os_errors(PromptFileError, f"cannot read folder {str(folder)!r}"):
+        files = sorted(folder / e.name for e in os.scandir(folder) if e.name.endswith(const.SUFFIX) and e.is_file())
     if not files:
         raise ConfigError(f"folder {str(folder)!r} holds no {const.SUFFIX} prompt files", param="sources")
     if filenames is not None:
         raise ConfigError("filenames cannot be given with a folder: its files keep their names", param="filenames")
     manifest = folder / "manifest.json"
-    if manifest.is_file():
-        _check_public(manifest)
-    return files, [p.name for p in files], [manifest] if manifest.is_file() else []
+    if not os.path.isfile(manifest):
+        return files, [p.name for p in files], []
+    _check_public(manifest)
+    return files, [p.name for p in files], [manifest]
 
 
 def _check_public(manifest: Path) -> None:
@@ -94,10 +97,13 @@ def push_fpp_prompt(
     names = plan_file_names(items, filenames)  # every argument is checked before the network is touched
     require_online(f"push to {repo_id!r}")
     existing = fetch_model_card(repo_id, revision=revision, token=token)
-    with tempfile.TemporaryDirectory(prefix="fpp-push-") as tmp:
+    with os_errors(OutputError, "cannot make the upload folder in the temporary folder (TMPDIR)"):
+        tmp_dir = tempfile.TemporaryDirectory(prefix="fpp-push-")
+    with tmp_dir as tmp:
         folder = Path(tmp) / "upload"
         build_hub_folder(items, folder, filenames=names, repo_id=repo_id, license=license, existing_card=existing)
         for path in extra:
-            shutil.copyfile(path, folder / path.name)
+            with os_errors(OutputError, f"cannot copy {str(path)!r} into the upload folder"):
+                shutil.copyfile(path, folder / path.name)
         message = commit_message or f"Upload {len(items)} FPP prompt file(s) with fpp-init {__version__}"
         return upload_folder(folder, repo_id, private=private, token=token, revision=revision, commit_message=message)

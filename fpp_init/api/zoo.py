@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,12 +38,14 @@ from typing import Any
 import torch
 
 from .. import constants as const
-from .._io import atomic_write_bytes, check_writable_dir
+from .._io import atomic_write_bytes, check_writable_dir, path_stat, read_regular_file
+from .._validate import check_bool, check_path
 from .._zoospec import ZooJob, load_zoo_spec
 from ..artifacts import FPPPrompt, read_prompt_file
 from ..artifacts.card import file_record, model_card
+from ..artifacts.hub import check_repo_id
 from ..config import FPPConfig
-from ..errors import FPPError
+from ..errors import ConfigError, FPPError, FPPWarning
 from . import _distributed
 from .pretrain import pretrain_flat_prompt
 
@@ -50,19 +53,61 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["ZooJob", "load_zoo_spec", "build_zoo", "public_model"]
 
+_MAX_MANIFEST = 64 * 2**20
 
-def _finished(path: Path, job: ZooJob, config: FPPConfig, num_classes: int) -> FPPPrompt | None:
-    """The prompt already in ``path`` if it is this job's result (same classes, seed, template, config)."""
-    if not path.is_file():
+
+def _recorded_digests(folder: Path) -> dict[str, str]:
+    """``{file: sha256}`` from the folder's ``manifest.json`` (written by an earlier run), or ``{}``."""
+    path = folder / "manifest.json"
+    try:
+        if path_stat(path, what="zoo manifest", error=ConfigError) is None:
+            return {}
+        entries = json.loads(read_regular_file(path, limit=_MAX_MANIFEST, what="zoo manifest", error=ConfigError))
+        if not isinstance(entries, list):
+            raise ValueError("not a list")
+        return {
+            e["file"]: e["sha256"]
+            for e in entries
+            if isinstance(e, dict) and isinstance(e.get("file"), str) and isinstance(e.get("sha256"), str)
+        }
+    except (ValueError, RecursionError, ConfigError) as exc:
+        warnings.warn(
+            f"zoo: {str(path)!r} cannot be read ({' '.join(str(exc).split())[:200]}); the finished files are "
+            "checked by their metadata only, and the manifest is written again at the end",
+            FPPWarning,
+            stacklevel=3,
+        )
+        return {}
+
+
+def _finished(
+    path: Path, job: ZooJob, config: FPPConfig, num_classes: int, recorded: dict[str, str] | None = None
+) -> FPPPrompt | None:
+    """The prompt already in ``path`` if it is this job's result (same classes, seed, template, config)
+    and, where ``recorded`` (the earlier manifest) has the file's sha256, the very bytes it recorded."""
+    if not os.path.isfile(path):
         return None
     try:
-        prompt = read_prompt_file(path).prompt
+        found = read_prompt_file(path)
+        data = read_regular_file(path, limit=const.MAX_PROMPT_FILE_BYTES, what="prompt file")
     except FPPError:
         return None
+    prompt = found.prompt
     same_classes = prompt.class_agnostic if job.classnames is None else prompt.classnames == list(job.classnames)
     count = num_classes if job.classnames is None else len(job.classnames)
     ok = same_classes and prompt.num_classes == count and prompt.template == job.template
-    return prompt if ok and config.replace(seed=job.seed).made(prompt.config, count) else None
+    if not (ok and config.replace(seed=job.seed).made(prompt.config, count)):
+        return None
+    want = (recorded or {}).get(job.filename)
+    if want is not None and hashlib.sha256(data).hexdigest() != want:
+        warnings.warn(
+            f"zoo: {job.filename} does not match the sha256 manifest.json records for it (changed since it was "
+            "built); building it again",
+            FPPWarning,
+            stacklevel=3,
+        )
+        return None
+    return prompt
 
 
 def _run_job(
@@ -92,15 +137,20 @@ def build_zoo(
     repo_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """Build every prompt of ``spec`` into the folder ``out`` (see the module docstring); the manifest entries."""
+    if repo_id is not None:
+        check_repo_id(repo_id)
+    check_bool(progress, "progress")
     jobs, config, options = load_zoo_spec(spec)
-    folder = check_writable_dir(out, "zoo output folder")
-    with _distributed.session(None, _distributed.local_device() or torch.device("cpu")) as group:
+    folder = check_writable_dir(check_path(out, "out"), "zoo output folder")
+    device = _distributed.local_device() or torch.device("cpu")
+    with _distributed.session(None, device, config.dist_timeout) as group:
         rank, world = (0, 1) if group is None else (group.rank, group.world)
         big = [j for j in jobs if j.num_classes > options["shard_above"]] if group is not None else []
         small = [j for j in jobs if j not in big]
+        recorded = _recorded_digests(folder)
         for job in big + small[rank::world]:
             path = folder / job.filename
-            if _finished(path, job, config, options["num_classes"]) is not None:
+            if _finished(path, job, config, options["num_classes"], recorded) is not None:
                 logger.info("zoo: %s is done; skipped", job.filename)
                 continue
             logger.info("zoo: building %s", job.filename)

@@ -15,6 +15,7 @@ import io
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Union
@@ -23,11 +24,11 @@ import torch
 
 from .. import constants as const
 from .._io import atomic_write_bytes, check_writable_dir, os_errors, remove_stale_temps
-from .._validate import check_bool, check_int, check_path, check_str
+from .._validate import check_bool, check_file_name, check_int, check_path, check_str
 from ..errors import ConfigError, OutputError
 from .card import file_record, merge_records, model_card, records_in_card
-from .hub import default_filename
-from .prompt import FPPPrompt, prompt_bytes
+from .hub import check_repo_id, default_filename
+from .prompt import FPPPrompt, current_ctx, prompt_bytes
 from .sources import as_prompt
 
 __all__ = ["export_coop", "collect_prompts", "build_hub_folder", "plan_file_names", "PromptSource"]
@@ -60,7 +61,7 @@ def export_coop(source: PromptSource, out: str | os.PathLike[str], *, epoch: int
         steps = p.config.get("steps")
         epoch = steps if isinstance(steps, int) and not isinstance(steps, bool) else 0
     check_int(epoch, "epoch", min=0)
-    ctx = p.ctx.detach().to(device="cpu", dtype=torch.float32).contiguous().clone()
+    ctx = current_ctx(p).to(device="cpu", dtype=torch.float32).contiguous().clone()
     buf = io.BytesIO()
     torch.save({"state_dict": {const.CTX_KEY: ctx}, "epoch": int(epoch)}, buf)
     return atomic_write_bytes(path, buf.getvalue(), what="CoOp checkpoint")
@@ -78,14 +79,7 @@ def plan_file_names(items: list[FPPPrompt], filenames: Sequence[str] | None) -> 
                 f"{len(names)} file names for {len(items)} prompts; give one name per prompt", param="filenames"
             )
     for name in names:
-        if (
-            not isinstance(name, str)
-            or not name.endswith(const.SUFFIX)
-            or "/" in name
-            or "\\" in name
-            or name.startswith(".")
-        ):
-            raise ConfigError(f"file name {name!r} must be a plain name ending in {const.SUFFIX}", param="filenames")
+        check_file_name(name, "file name", param="filenames", suffix=const.SUFFIX)
         if name.lower() == "readme.md":
             raise ConfigError("README.md is reserved for the model card", param="filenames")
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -115,17 +109,27 @@ def build_hub_folder(
     built in a temp folder beside ``folder`` first; an absent ``folder`` then appears whole in
     one rename, so a failure leaves nothing half-built.
     """
+    if repo_id is not None:
+        check_repo_id(repo_id)
     items = collect_prompts(sources)
     names = plan_file_names(items, filenames)
-    check_str(repo_id, "repo_id", allow_none=True)
     check_str(license, "license", allow_none=True)
     check_bool(overwrite, "overwrite")
-    root = check_path(folder, "folder")
-    if root.is_dir() and any(root.iterdir()) and not overwrite:
-        raise OutputError(
-            f"folder {str(root)!r} is not empty; choose a new folder or pass overwrite=True (CLI: --force)"
-        )
-    check_writable_dir(root, "Hub folder")
+    root = check_writable_dir(check_path(folder, "folder"), "Hub folder")
+    with os_errors(OutputError, f"cannot write Hub folder {str(root)!r}"):
+        if os.path.isdir(root) and any(os.scandir(root)) and not overwrite:
+            raise OutputError(
+                f"folder {str(root)!r} is not empty; choose a new folder or pass overwrite=True (CLI: --force)"
+            )
+        if os.path.isdir(root):  # every target must be replaceable before anything is written
+            for name in [*names, "README.md"]:
+                found = os.lstat(root / name) if os.path.lexists(root / name) else None
+                if found is not None and not (stat.S_ISREG(found.st_mode) or stat.S_ISLNK(found.st_mode)):
+                    kind = "a folder" if stat.S_ISDIR(found.st_mode) else "not a regular file"
+                    raise OutputError(
+                        f"cannot write Hub folder {str(root)!r}: {name!r} there is {kind}; remove it or choose "
+                        "another folder"
+                    )
     records = merge_records(
         records_in_card(existing_card), [file_record(n, p) for n, p in zip(names, items, strict=True)]
     )
@@ -135,23 +139,50 @@ def build_hub_folder(
 
 
 def _write_folder(root: Path, blobs: dict[str, bytes]) -> list[Path]:
-    parent = root.absolute().parent
-    staging = parent / f".{root.name[:100]}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    """Build every file in a staging folder, then make them appear: an absent ``root`` in one rename;
+    in an existing ``root`` each file is renamed into place, and a failure half-way puts back what was
+    there (the old files are kept as hard links until the last rename succeeded)."""
+    existing = os.path.isdir(root)
+    parent = root if existing else root.absolute().parent  # staging on the same file system, in a writable folder
+    label = "fpp-init-staging" if existing else root.name[:100]
+    staging = parent / f".{label}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
     failed = f"cannot write Hub folder {str(root)!r}"
     with os_errors(OutputError, failed):
         parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(parent, root.name)
+        remove_stale_temps(parent, label)
         os.mkdir(staging, 0o777)  # the kernel applies the umask, as for any new folder
     try:
         with os_errors(OutputError, failed):
             for name, data in blobs.items():
                 atomic_write_bytes(staging / name, data, what="Hub folder file")
-            if not root.exists():
+            if not existing:
                 os.rename(staging, root)  # the whole folder appears at once
-            else:  # an existing (empty, or overwrite=True) folder: each file replaced atomically
-                for name in blobs:
-                    os.replace(staging / name, root / name)
+            else:
+                _replace_all(root, staging, list(blobs))
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(staging)
     return [root / name for name in blobs]
+
+
+def _replace_all(root: Path, staging: Path, names: list[str]) -> None:
+    done: list[tuple[Path, Path | None]] = []  # (target, the old file kept in staging, or None)
+    try:
+        for name in names:
+            target, old = root / name, None
+            if os.path.lexists(target):
+                old = staging / f"{name}.old"
+                try:
+                    os.link(target, old, follow_symlinks=False)
+                except OSError:  # a file system without hard links: keep a copy
+                    shutil.copy2(target, old, follow_symlinks=False)
+            os.replace(staging / name, target)
+            done.append((target, old))
+    except BaseException:
+        for target, old in reversed(done):
+            with contextlib.suppress(OSError):
+                if old is None:
+                    os.unlink(target)
+                else:
+                    os.replace(old, target)
+        raise

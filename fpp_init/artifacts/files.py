@@ -6,7 +6,6 @@ the content decides the format, not the file name.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from dataclasses import dataclass
@@ -17,7 +16,8 @@ import torch
 from safetensors.torch import load as st_load
 
 from .. import constants as const
-from .._io import read_regular_file
+from .._io import NESTED_TOO_DEEPLY, read_regular_file
+from .._runtime import load_tensors_only
 from .._validate import check_ctx
 from ..errors import PickleFileError, PromptFileError, PromptFormatError, PromptVersionError
 from .prompt import FPPPrompt
@@ -67,6 +67,8 @@ def _header(data: bytes, where: str) -> dict[str, Any]:
         header = json.loads(data[8 : 8 + n].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PromptFileError(f"{where} is corrupt or not a safetensors file (bad header: {exc})") from None
+    except RecursionError:
+        raise PromptFileError(f"{where}: its header {NESTED_TOO_DEEPLY}") from None
     if not isinstance(header, dict):
         raise PromptFileError(f"{where} is corrupt or not a safetensors file (the header is not a JSON object)")
     return header
@@ -114,7 +116,7 @@ def _parse_safetensors(data: bytes, where: str) -> tuple[FPPPrompt, str, dict[st
 
 def _parse_pickle(data: bytes, where: str) -> FPPPrompt:
     try:
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        obj = load_tensors_only(data)
     except Exception as exc:
         raise PickleFileError(
             f"could not read {where} with torch.load(weights_only=True) ({type(exc).__name__}); "

@@ -1,8 +1,9 @@
 """The prompt artifact: context vectors plus the metadata that says where they come from.
 
 An :class:`FPPPrompt` is valid from construction on: its ``ctx`` is a finite, non-empty,
-floating ``[n_ctx, D]`` tensor and its metadata have the documented types, so an invalid prompt
-can never be saved, cached, exported or installed.
+floating ``[n_ctx, D]`` tensor and its metadata have the documented types; a ctx changed in
+place afterwards is checked again (:func:`current_ctx`) wherever a prompt is saved, cached,
+exported, returned or installed, so an invalid prompt never gets there.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ import torch
 from safetensors.torch import save
 
 from .. import constants as const
-from .._io import atomic_write_bytes
+from .._io import NESTED_TOO_DEEPLY, atomic_write_bytes
 from .._validate import check_classnames, check_ctx, check_device, check_dtype, check_int, check_path
 from .._version import __version__
 from ..errors import ClassNameError, ConfigError, PromptFormatError, PromptMismatchError
 
-__all__ = ["FPPPrompt", "save_fpp_prompt", "prompt_bytes", "canonical_safetensors"]
+__all__ = ["FPPPrompt", "save_fpp_prompt", "prompt_bytes", "canonical_safetensors", "current_ctx"]
 
 # metadata keys holding JSON-encoded values
 _JSON_FIELDS = ("classnames", "class_agnostic", "num_classes", "config", "final_losses", "n_ctx", "width")
@@ -175,6 +176,8 @@ class FPPPrompt:
                     f"{where}: metadata field {key!r} is not valid JSON ({exc.msg}): {raw[:80]!r}; "
                     "the file was edited or written by another tool: re-export it with fpp-init"
                 ) from None
+            except RecursionError:
+                raise PromptFormatError(f"{where}: metadata field {key!r} {NESTED_TOO_DEEPLY}") from None
 
         values = {k: parse(k) for k in _JSON_FIELDS}
         for key, size in (("n_ctx", ctx.shape[0]), ("width", ctx.shape[-1])):
@@ -226,9 +229,16 @@ def canonical_safetensors(data: bytes) -> bytes:
     return len(text).to_bytes(8, "little") + text + data[8 + n :]
 
 
+def current_ctx(prompt: FPPPrompt) -> torch.Tensor:
+    """``prompt.ctx`` as it is *now*, checked by the one ctx validator: a prompt is valid when made, but
+    its tensor can be changed in place afterwards (``prompt.ctx[0, 0] = inf``). Every path that
+    returns, saves, exports, caches or installs a prompt calls this at that moment."""
+    return check_ctx(prompt.ctx, "the prompt's ctx")
+
+
 def prompt_bytes(prompt: FPPPrompt, extra_metadata: dict[str, str] | None = None) -> bytes:
     """The bytes of a prompt file: ``ctx`` as CPU fp32, string metadata; the same prompt gives the same bytes."""
-    ctx = check_ctx(prompt.ctx, "the prompt's ctx").to(device="cpu", dtype=torch.float32).contiguous()
+    ctx = current_ctx(prompt).to(device="cpu", dtype=torch.float32).contiguous()
     return canonical_safetensors(save({const.CTX_KEY: ctx}, metadata={**prompt.metadata(), **(extra_metadata or {})}))
 
 

@@ -13,7 +13,7 @@ from .._validate import check_bool, check_ctx, check_path, check_prompt_path, ch
 from ..errors import ConfigError, HubError, PickleFileError
 from . import hub
 from .files import PromptFile, read_prompt_file
-from .prompt import FPPPrompt
+from .prompt import FPPPrompt, current_ctx
 
 __all__ = ["HubOptions", "resolve_path", "read_source", "as_prompt", "is_prompt_path"]
 
@@ -50,6 +50,7 @@ def resolve_path(
         check_str(filename, "filename")
         if not isinstance(source, str) or hub.is_hub_ref(source):
             raise HubError(f"with filename=, source must be a repository id OWNER/NAME, got {source!r}")
+        hub.check_repo_id(source, "source")  # 'a/b/c' + filename must not become repository a/b
         source = f"{const.HUB_SCHEME}{source}/{filename}"
     if hub.is_hub_ref(source):
         ref = hub.parse_hub_ref(str(source), revision=opts.revision)
@@ -79,6 +80,7 @@ def read_source(
 def as_prompt(source: Any, *, what: str = "source", allow_pickle: bool = False) -> FPPPrompt:
     """An :class:`FPPPrompt` from a prompt, a ``[n_ctx, D]`` tensor, a file path or an ``hf://`` reference."""
     if isinstance(source, FPPPrompt):
+        current_ctx(source)  # changed in place since it was made?
         return source
     if isinstance(source, torch.Tensor):
         return FPPPrompt(ctx=check_ctx(source, what).float().cpu().clone(), template=None)

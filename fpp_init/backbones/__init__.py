@@ -12,13 +12,13 @@ by the prefix (as open_clip does for its hub names):
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from .. import constants as const
+from .._io import path_stat
 from .._validate import check_device, check_model_reference, default_device
 from ..errors import ConfigError, ModelLoadError
 from ._base import TextModel, Tokenizer
@@ -58,7 +58,10 @@ def _from_reference(ref: str, device: torch.device) -> TextModel:
         check_model_reference(ref)  # (clip-anytorch names are checked by clip_load, against clip's own list)
     if ref.startswith(const.OPEN_CLIP_PREFIX):
         return load_open_clip(ref[len(const.OPEN_CLIP_PREFIX) :], device)
-    if ref.startswith(const.HF_PREFIX) or (Path(ref).is_dir() and (Path(ref) / "config.json").is_file()):
+    if ref.startswith(const.HF_PREFIX) or (
+        os.path.isdir(ref)  # a folder: its config.json must be readable to tell (else load_clip says "a folder")
+        and path_stat(os.path.join(ref, "config.json"), what="model folder file", error=ModelLoadError) is not None
+    ):
         return load_hf(ref[len(const.HF_PREFIX) :] if ref.startswith(const.HF_PREFIX) else ref, device)
     return load_clip_text_model(ref, device)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import pickle
 import sys
 import types
 import warnings
@@ -18,7 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._runtime import global_rng_kept
+from .._io import os_reason
+from .._runtime import global_rng_kept, load_tensors_only
 from .._validate import check_model_reference
 from ..errors import ModelLoadError
 from ..towers import CausalTextTower, openai_spec
@@ -163,26 +165,63 @@ def text_model_from_clip(model: nn.Module, backbone: str | None = None) -> TextM
     )
 
 
+def _load_local(clip: Any, path: str, device: torch.device, jit: bool) -> tuple[Any, Any]:
+    """A CLIP checkpoint file as ``clip.load(path, jit=jit)`` builds it, but never unpickling code:
+    an OpenAI TorchScript archive (TorchScript's own loader), else a state dict read tensors-only
+    (``clip.load`` uses plain ``torch.load``, which runs a pickle's code with torch < 2.6)."""
+    try:
+        archive = torch.jit.load(path, map_location="cpu").eval()
+    except RuntimeError:  # not a TorchScript archive
+        if jit:
+            raise ModelLoadError(
+                f"{path!r} is not an OpenAI CLIP TorchScript archive; jit=True loads only those (use jit=False)"
+            ) from None
+        try:
+            state = load_tensors_only(path)
+        except pickle.UnpicklingError:  # corrupt, or objects other than tensors (never run: pickles can run code)
+            raise ModelLoadError(
+                f"could not read CLIP checkpoint {path!r}: it is neither an OpenAI CLIP archive nor a state_dict "
+                "of tensors (torch.load(weights_only=True) refused it; nothing in it was run)"
+            ) from None
+    else:
+        if jit:  # clip.load's own TorchScript path (device patching), on a file known to be an archive
+            return clip.load(path, device=str(device), jit=True)
+        state = archive.state_dict()
+    if not isinstance(state, dict):
+        raise ModelLoadError(f"{path!r} holds a {type(state).__name__}, not a CLIP state_dict")
+    model = clip.model.build_model(state).to(device)
+    model = model.float() if device.type == "cpu" else model
+    return model, clip.clip._transform(model.visual.input_resolution)
+
+
 def clip_load(name_or_path: str | os.PathLike[str], device: torch.device, *, jit: bool = False) -> tuple[Any, Any]:
     """``clip.load(name_or_path, device, jit=jit)``: ``(model, preprocess)``, with the checks and messages of
-    fpp-init (:class:`ModelLoadError` saying what to do, e.g. offline) and the caller's global RNG kept."""
+    fpp-init (:class:`ModelLoadError` saying what to do, e.g. offline), the caller's global RNG kept, and a
+    local file never unpickled with code (``torch.load(weights_only=True)``)."""
     clip = import_clip()
     known = list(clip.available_models())
     name = check_model_reference(name_or_path, known=known)
-    if os.path.isdir(name):  # a transformers folder is not clip-anytorch's
+    local = name not in known
+    if local and os.path.isdir(name):  # a transformers folder is not clip-anytorch's
         raise ModelLoadError(f"{name!r} is a folder; pass the checkpoint file inside it")
     with global_rng_kept(device):
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load deprecation
-                model, preprocess = clip.load(name, device=str(device), jit=jit)
+                warnings.simplefilter("ignore")  # torch.jit.load deprecation; torch's notes on refused files
+                if local:
+                    model, preprocess = _load_local(clip, name, device, jit)
+                else:
+                    model, preprocess = clip.load(name, device=str(device), jit=jit)
+        except ModelLoadError:
+            raise
         except (OSError, ConnectionError) as exc:  # urllib errors are OSErrors
             if name in known:
                 raise ModelLoadError(
                     f"could not download CLIP {name!r} ({first_line(exc)}). Offline? Download the "
                     "checkpoint on a connected machine and pass its path (CLI: --weights PATH)"
                 ) from None
-            raise ModelLoadError(f"could not read CLIP checkpoint {name!r}: {first_line(exc)}") from None
+            why = os_reason(exc) if exc.errno is not None else first_line(exc)
+            raise ModelLoadError(f"could not read CLIP checkpoint {name!r}: {why}") from None
         except Exception as exc:
             raise ModelLoadError(
                 f"could not read CLIP checkpoint {name!r} ({type(exc).__name__}: {first_line(exc)}); "
@@ -196,5 +235,6 @@ def load_clip_text_model(name_or_path: str | os.PathLike[str], device: torch.dev
     """The :class:`TextModel` of a CLIP model loaded by clip-anytorch name or checkpoint path (:func:`clip_load`)."""
     model, _ = clip_load(name_or_path, device)
     name = os.fspath(name_or_path)
-    backbone = infer_backbone(getattr(model, "visual", None)) or (Path(name).name if os.path.exists(name) else name)
+    local = name not in import_clip().available_models()
+    backbone = infer_backbone(getattr(model, "visual", None)) or (Path(name).name if local else name)
     return text_model_from_clip(model.eval(), backbone)

@@ -23,6 +23,7 @@ from torch import nn
 from .. import constants as const
 from .._deps import require
 from .._hubenv import cache_only, cache_only_reason, quiet_hub
+from .._io import path_stat
 from .._runtime import global_rng_kept
 from ..errors import ModelLoadError
 from ..towers import CausalTextTower, TowerSpec, openai_spec
@@ -254,7 +255,7 @@ def _resolve(open_clip: Any, ref: str) -> tuple[str, str | None, bool, str]:
     if arch not in open_clip.list_models():
         raise ModelLoadError(f"unknown OpenCLIP architecture {arch!r} (in {ref!r}); {usage}")
     tag = open_clip.get_pretrained_cfg(arch, pretrained)
-    if not tag and not os.path.isfile(pretrained):
+    if not tag and path_stat(pretrained, what="OpenCLIP checkpoint", error=ModelLoadError) is None:
         tags = list(open_clip.list_pretrained_tags_by_model(arch))
         raise ModelLoadError(
             f"unknown pretrained weights {pretrained!r} for OpenCLIP {arch!r}; use one of {tags} or the path of a "

@@ -85,9 +85,50 @@ def _warning_printer(prog: str) -> Any:
     return show
 
 
+def _string_options(parser: argparse.ArgumentParser) -> tuple[set[str], set[str]]:
+    """(every option string of every subcommand, those that take one free-text value)."""
+    every: set[str] = set()
+    text: set[str] = set()
+    for action in parser._actions:
+        every.update(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                more_every, more_text = _string_options(sub)
+                every |= more_every
+                text |= more_text
+        elif action.option_strings and action.nargs is None and action.type is None and action.choices is None:
+            text.update(action.option_strings)
+    return every, text
+
+
+def _glue_dash_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``--repo-id -bad/name`` as ``--repo-id=-bad/name``: argparse reads a value that starts with ``-``
+    as an option and stops with its usage; glued, the value reaches its validator and gets the same
+    one-line error as any other bad value. (A known option after the flag is left alone.)"""
+    every, text = _string_options(parser)
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":
+            out += argv[i:]
+            break
+        if token in text and i + 1 < len(argv) and argv[i + 1].startswith("-") and argv[i + 1] not in every:
+            out.append(f"{token}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(token)
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_glue_dash_values(parser, list(sys.argv[1:] if argv is None else argv)))
+    if not (args.verbose or args.debug):
+        # torch's C++ log lines (c10d's connection retries and stack frames of a lost rank) would follow
+        # our one-line error; the level is read when torch is first imported, which the commands do later
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     prog = f"fpp-init {args.command}"

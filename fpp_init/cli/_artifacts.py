@@ -112,6 +112,8 @@ def run_export(args: argparse.Namespace) -> int:
         check_writable_dir(args.hub, "--hub")
     if args.epoch is not None:
         check_int(args.epoch, "epoch", min=0)
+    if args.repo_id is not None:
+        check_repo_id(args.repo_id, "--repo-id")
     check_sources(args.sources)
     from ..artifacts import build_hub_folder, export_coop
 

@@ -11,10 +11,10 @@ import os
 import sys
 
 from .. import constants as const
-from .._io import read_toml
+from .._io import path_stat, read_toml
 from .._validate import check_device_name, check_model_reference, check_prompt_path, read_classnames
 from ..config import FPPConfig
-from ..errors import ModelLoadError
+from ..errors import ConfigError, ModelLoadError
 
 __all__ = [
     "read_classnames",
@@ -46,6 +46,7 @@ _CONFIG_HELP = {
     "share_prefix": "compute SOS + ctx once per noise copy (exact; faster)",
     "autocast": "auto, off, fp16 or bf16 (auto: fp16 on CUDA for fp32 towers)",
     "threads": "CPU threads (default: OMP_NUM_THREADS, else the idle CPUs this process may use)",
+    "dist_timeout": "under torchrun: seconds each rank waits for the others to join",
 }
 
 
@@ -80,7 +81,8 @@ def model_reference(args: argparse.Namespace) -> str:
 def check_model_options(args: argparse.Namespace) -> None:
     """``--weights`` / ``--arch`` / ``--device``, checked before torch is imported (a mistake is answered
     at once, not after the seconds an import of torch takes)."""
-    if args.weights is not None and not os.path.exists(os.path.expanduser(args.weights)):
+    weights = None if args.weights is None else os.path.expanduser(args.weights)
+    if weights is not None and path_stat(weights, what="--weights", error=ModelLoadError) is None:
         raise ModelLoadError(
             f"--weights {args.weights!r}: no such file or folder; pass a local CLIP checkpoint or model folder "
             f"(or --arch NAME, e.g. --arch {const.DEFAULT_ARCH})"
@@ -125,7 +127,19 @@ def config_from_args(args: argparse.Namespace) -> FPPConfig:
     base = FPPConfig()
     if args.config:
         table = read_toml(args.config, "config file", "config")
-        base = FPPConfig.from_dict(table["fpp"] if isinstance(table.get("fpp"), dict) else table, strict=True)
+        if isinstance(table.get("fpp"), dict):  # the fields under [fpp]: nothing else may be in the file
+            unused = sorted(k for k in table if k != "fpp")
+            if unused:
+                raise ConfigError(
+                    f"config file {args.config!r}: {unused} outside the [fpp] table would not be used; move "
+                    "them under [fpp], or drop the [fpp] header",
+                    param="config",
+                )
+            table = table["fpp"]
+        try:
+            base = FPPConfig.from_dict(table, strict=True)
+        except ConfigError as exc:  # name the file, and the flag the field also has
+            raise ConfigError(f"config file {args.config!r}: {in_flags(str(exc), exc.param)}", param="config") from None
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(FPPConfig) if getattr(args, f.name) is not None}
     return base.replace(**given)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from .. import constants as const
 from .._io import check_writable_file
+from .._launch import launcher
 from .._validate import check_int, check_template
 from ..config import FPPConfig
 from ..errors import ConfigError
@@ -58,13 +59,6 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _rank() -> int:
-    try:
-        return int(os.environ.get("RANK", "0") or 0)
-    except ValueError:
-        return 0
-
-
 def _check(args: argparse.Namespace) -> tuple[FPPConfig, list[str] | None]:
     """Every flag, file and path, checked before torch is imported: a mistake is answered at once."""
     cfg = config_from_args(args)
@@ -76,7 +70,8 @@ def _check(args: argparse.Namespace) -> tuple[FPPConfig, list[str] | None]:
         check_int(args.num_classes, "num_classes", min=1, max=const.MAX_NUM_CLASSES)
     check_int(args.checkpoint_every, "checkpoint_every", min=1)
     check_model_options(args)
-    if _rank() == 0:
+    launch = launcher()  # a malformed launcher environment ends here, before any work
+    if launch is None or launch.rank == 0:
         check_writable_file(args.out, "--out")
     if args.checkpoint is not None:
         check_writable_file(args.checkpoint, "--checkpoint")
@@ -85,7 +80,8 @@ def _check(args: argparse.Namespace) -> tuple[FPPConfig, list[str] | None]:
 
 def run(args: argparse.Namespace) -> int:
     cfg, names = _check(args)
-    writer = _rank() == 0
+    launch = launcher()
+    writer = launch is None or launch.rank == 0
     from ..api import pretrain_flat_prompt
     from ..api._checkpoint import completed_steps
 

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from .._hubenv import check_repo_id
 from .._io import check_writable_dir
 from .._zoospec import load_zoo_spec
 
@@ -28,6 +29,8 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.repo_id is not None:
+        check_repo_id(args.repo_id, "--repo-id")
     load_zoo_spec(args.spec)  # the spec, its class files and model paths, before torch is imported
     check_writable_dir(args.out, "--out")
     from ..api.zoo import build_zoo
