@@ -262,7 +262,7 @@ def get_coop(clip_model: nn.Module, classnames: list[str], kind: str = "tpt", **
     clip_model = copy.deepcopy(clip_model)
     if kind == "tpt":
         return ClipTestTimeTuning(clip_model, classnames, **kw)
-    if kind == "aux":
+    if kind == "fpp_reference":
         return ClipTestTimeTuning(clip_model, classnames, encoder=AuxTextEncoder, **kw)
     if kind == "scaled":
         return ClipTestTimeTuning(clip_model, classnames, encoder=ScaledTextEncoder, **kw)
