@@ -55,3 +55,13 @@ class Trace:
     def trajectory(self) -> torch.Tensor:
         """``[steps, n_ctx, D]``."""
         return torch.stack(self.ctx)
+
+
+def load_trained(model: nn.Module, seed: int = 1, scale: float = 0.02) -> None:
+    """Stand in for loading a trained CoCoOp / MaPLe checkpoint: shift every prompt-learner
+    parameter (``load_state_dict(strict=False)``, as the upstream loaders do)."""
+    learner = getattr(model, "prompt_generator", None) or model.prompt_learner
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        state = {k: v + scale * torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in learner.named_parameters()}
+    learner.load_state_dict(state, strict=False)

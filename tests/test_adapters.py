@@ -1,4 +1,4 @@
-"""fpp_init.apply on stand-ins of the TPT-family live models (tests/standins.py)."""
+"""fpp_init.apply on stand-ins of the TPT-family live models (tests/standins/)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""fpp_init.apply on TPT's CoCoOp path and on MaPLe / PromptAlign (stand-ins in tests/standins.py)."""
+"""fpp_init.apply on TPT's CoCoOp path and on MaPLe / PromptAlign (stand-ins in tests/standins/)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import copy
 import pytest
 import torch
 from conftest import build_tiny_clip
-from standins import TextEncoder, get_cocoop, get_maple, load_trained
+from helpers import load_trained
+from standins import TextEncoder, get_cocoop, get_maple
 
 import fpp_init
 from fpp_init import AdapterError, PromptMismatchError
