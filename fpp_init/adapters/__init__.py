@@ -8,33 +8,13 @@ live model. The front door that uses them is :func:`fpp_init.apply`.
 
 Built-in designs, by short name: ``tpt`` (TPT, C-TPT, O-TPT, DiffTPT, RLCF, MTA, R-TPT),
 ``fpp_reference`` (the FPP reference code), ``dynaprompt``, ``cocoop`` (TPT's CoCoOp path),
-``maple`` (MaPLe / PromptAlign); refused with their reason: ``tps``, ``it3a``.
+``maple`` (MaPLe / PromptAlign), each in the module of that name (``fpp_init.adapters.tpt.TPTDesign``
+...); refused with their reason (``refused``): ``tps``, ``it3a``.
 """
 
 from __future__ import annotations
 
 from ._base import PromptDesign, Snapshot
 from ._registry import detect, register_design, registered_designs, unwrap
-from .cocoop import CoCoOpDesign
-from .dynaprompt import DynaPromptDesign
-from .fpp_reference import FPPReferenceDesign
-from .maple import MAPLE_WARNING, MaPLeDesign
-from .refused import IT3ALayout, TPSLayout
-from .tpt import TPTDesign
 
-__all__ = [
-    "PromptDesign",
-    "Snapshot",
-    "detect",
-    "register_design",
-    "registered_designs",
-    "unwrap",
-    "TPTDesign",
-    "FPPReferenceDesign",
-    "DynaPromptDesign",
-    "CoCoOpDesign",
-    "MaPLeDesign",
-    "TPSLayout",
-    "IT3ALayout",
-    "MAPLE_WARNING",
-]
+__all__ = ["PromptDesign", "Snapshot", "detect", "register_design", "registered_designs", "unwrap"]

@@ -135,8 +135,14 @@ class PromptDesign:
     @classmethod
     def matches(cls, root: Any) -> bool:
         """Whether ``root`` (unwrapped) is of this design; raise :class:`AdapterError` for one that is of
-        this design but malformed. *Design*: the default checks the learner and the encoder's call."""
-        return cls.learner_of(root) is not None and encoder_call(getattr(root, "text_encoder", None)) == cls.call
+        this design but malformed. *Design*: the default checks the learner, its ``required`` tensors and
+        the encoder's ``call``; the rest of the layout is checked by :meth:`check_layout`, with reasons."""
+        learner = cls.learner_of(root)
+        return (
+            learner is not None
+            and all(isinstance(getattr(learner, attr, None), torch.Tensor) for attr, _ in cls.required)
+            and encoder_call(getattr(root, "text_encoder", None)) == cls.call
+        )
 
     def __init__(self, root: Any) -> None:
         self.root = root

@@ -105,12 +105,11 @@ def _nothing_matches(root: Any) -> str:
             f"fpp_init.apply needs a TPT-style model (an object with .prompt_learner and .text_encoder); got "
             f"{describe(root, marks)}. For a plain CLIP model use fpp_init.pretrain_flat_prompt"
         )
-    supported = ", ".join(d.name for d in _DESIGNS if d.refusal is None)
+    supported = "; ".join(f"{d.name}: {d.description}" for d in _DESIGNS if d.refusal is None)
     encoder = getattr(root, "text_encoder", None)
     seen = "no text_encoder" if encoder is None else f"text_encoder {signature_text(encoder)}"
     return (
-        f"found {describe(root, marks)} whose prompt learner {describe(getattr(root, learners[0]), marks)} and "
-        f"{seen} match none of the supported designs ({supported}); the text encoder must take "
-        "(prompts, tokenized_prompts) (plus aux_outputs, or compound_prompts_deeper_text with a learner's "
-        "compound_prompts_text)"
+        f"found {describe(root, marks)}, its {learners[0]} {describe(getattr(root, learners[0]), marks)} and "
+        f"{seen}: no supported prompt-learner design matches ({supported}). A TPT-style text encoder takes "
+        "(prompts, tokenized_prompts), plus aux_outputs or compound_prompts_deeper_text"
     )

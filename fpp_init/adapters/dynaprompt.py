@@ -8,8 +8,6 @@ residual and its ``ctx_init_state`` stay as they are (zero), so ``reset()`` rest
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from ..errors import AdapterError
@@ -25,10 +23,6 @@ class DynaPromptDesign(TPTDesign):
     required = (*TPTDesign.required, ("init_ctx", "the prompt its forward adds to the residual ctx"))
     replaced = ("init_ctx",)
     marks = ("init_ctx",)
-
-    @classmethod
-    def matches(cls, root: Any) -> bool:
-        return super().matches(root) and isinstance(getattr(cls.learner_of(root), "init_ctx", None), torch.Tensor)
 
     @property
     def n_ctx(self) -> int:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from .tpt import TPTDesign
+from ._base import PromptDesign
 
 __all__ = ["FPPReferenceDesign"]
 
 
-class FPPReferenceDesign(TPTDesign):
+class FPPReferenceDesign(PromptDesign):
     name = "fpp_reference"
     description = "FPP reference design (text encoder with aux_outputs)"
     call = "aux"
