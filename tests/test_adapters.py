@@ -1,4 +1,4 @@
-"""fpp_init.apply on stand-ins of the TPT-family live models (tests/standins.py)."""
+"""fpp_init.apply on stand-ins of the TPT-family live models (tests/standins/)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow  # the upstream stand-in models: part of the full 
 NAMES_A = ["banded", "blotchy", "braided", "bubbly"]
 NAMES_B = ["golden_retriever", "tabby cat", "sea lion"]
 FAST = dict(steps=3, seed=1, cache=False, progress=False)
-FAMILIES = ["tpt", "aux", "dynaprompt"]
+KINDS = ["tpt", "fpp_reference", "dynaprompt"]  # stand-in kinds, named as the designs
 
 
 def reference(clip: torch.nn.Module, names: list[str], **kw: object) -> FPPPrompt:
@@ -44,12 +44,12 @@ def flags(model: torch.nn.Module) -> tuple[list[bool], list[bool]]:
     return [p.requires_grad for p in model.parameters()], [m.training for m in model.modules()]
 
 
-@pytest.mark.parametrize("kind", FAMILIES)
+@pytest.mark.parametrize("kind", KINDS)
 def test_live_pretraining_equals_pretrain_flat_prompt(tiny_clip: torch.nn.Module, kind: str) -> None:
     model = get_coop(tiny_clip, NAMES_A, kind=kind)
     handle = fpp_init.apply(model, **FAST)
     ref = reference(tiny_clip, NAMES_A)
-    assert handle.family == kind
+    assert handle.design == kind
     torch.testing.assert_close(handle.prompt.ctx, ref.ctx, atol=1e-5, rtol=0)
     assert handle.prompt.fingerprint == ref.fingerprint == fpp_init.fingerprint_model(tiny_clip)
     assert handle.prompt.classnames == NAMES_A and handle.prompt.template == "a photo of a"
@@ -72,7 +72,7 @@ def test_dynaprompt_prompt_goes_into_init_ctx(tiny_clip: torch.nn.Module) -> Non
     pl = model.prompt_learner
     original = pl.init_ctx.clone()
     handle = fpp_init.apply(model, **FAST)
-    assert handle.family == "dynaprompt" and pl.token_prefix.shape[1] == 3
+    assert handle.design == "dynaprompt" and pl.token_prefix.shape[1] == 3
     torch.testing.assert_close(handle.predefined, original)
     torch.testing.assert_close(pl.init_ctx, handle.prompt.ctx)
     assert not pl.ctx.detach().any() and not pl.ctx_init_state.any()  # the residual stays zero
@@ -110,7 +110,7 @@ def test_prefix_longer_than_sos_is_exact_on_every_path(tiny_clip: torch.nn.Modul
     torch.testing.assert_close(out["shared"], out["call"], atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("kind", FAMILIES)
+@pytest.mark.parametrize("kind", KINDS)
 def test_upstream_optimizer_still_updates_the_installed_prompt(tiny_clip: torch.nn.Module, kind: str) -> None:
     model = get_coop(tiny_clip, NAMES_A, kind=kind)
     for name, param in model.named_parameters():  # what the main scripts do before the optimizer
@@ -144,7 +144,7 @@ def effective_init_no_reset(model: torch.nn.Module) -> torch.Tensor:
     return prompts.reshape(-1, *prompts.shape[-2:])[0, start : start + pl.n_ctx].float()
 
 
-@pytest.mark.parametrize("kind", FAMILIES)
+@pytest.mark.parametrize("kind", KINDS)
 def test_second_dataset_gets_its_own_prompt_aligned_to_the_template(tiny_clip: torch.nn.Module, kind: str) -> None:
     model = get_coop(tiny_clip, NAMES_A, kind=kind)
     handle = fpp_init.apply(model, **FAST)
@@ -163,7 +163,7 @@ def test_second_dataset_gets_its_own_prompt_aligned_to_the_template(tiny_clip: t
     torch.testing.assert_close(effective_init(model), first, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("kind", FAMILIES)
+@pytest.mark.parametrize("kind", KINDS)
 def test_apply_twice_changes_nothing_and_remove_restores(tiny_clip: torch.nn.Module, kind: str) -> None:
     model = get_coop(tiny_clip, NAMES_A, kind=kind)
     pl = model.prompt_learner
@@ -289,11 +289,11 @@ def test_unsupported_models_are_refused_clearly(tiny_clip: torch.nn.Module, buil
         fpp_init.apply(build(tiny_clip), **FAST)  # type: ignore[operator]
 
 
-@pytest.mark.parametrize(("build", "family"), [(get_cocoop, "cocoop"), (get_maple, "maple")])
-def test_cocoop_and_maple_are_supported(tiny_clip: torch.nn.Module, build: object, family: str) -> None:
+@pytest.mark.parametrize(("build", "design"), [(get_cocoop, "cocoop"), (get_maple, "maple")])
+def test_cocoop_and_maple_are_supported(tiny_clip: torch.nn.Module, build: object, design: str) -> None:
     # formerly refused; tests/test_adapters_more.py checks them in depth
     handle = fpp_init.apply(build(tiny_clip, NAMES_A), **FAST)  # type: ignore[operator]
-    assert handle.family == family and handle.prompt.ctx.shape == handle.predefined.shape
+    assert handle.design == design and handle.prompt.ctx.shape == handle.predefined.shape
 
 
 def test_class_agnostic_pretraining_on_a_live_model_is_explained(tiny_clip: torch.nn.Module) -> None:

@@ -1,4 +1,4 @@
-"""fpp_init.apply on TPT's CoCoOp path and on MaPLe / PromptAlign (stand-ins in tests/standins.py)."""
+"""fpp_init.apply on TPT's CoCoOp path and on MaPLe / PromptAlign (stand-ins in tests/standins/)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import copy
 import pytest
 import torch
 from conftest import build_tiny_clip
-from standins import TextEncoder, get_cocoop, get_maple, load_trained
+from helpers import load_trained
+from standins import TextEncoder, get_cocoop, get_maple
 
 import fpp_init
 from fpp_init import AdapterError, PromptMismatchError
@@ -57,7 +58,7 @@ def test_cocoop_untrained_equals_pretrain_flat_prompt(tiny_clip: torch.nn.Module
     model = get_cocoop(tiny_clip, NAMES_A)
     handle = fpp_init.apply(model, **FAST)
     ref = fpp_init.pretrain_flat_prompt(tiny_clip, NAMES_A, template="a photo of a", steps=3, seed=1, progress=False)
-    assert handle.family == "cocoop"
+    assert handle.design == "cocoop"
     torch.testing.assert_close(handle.prompt.ctx, ref.ctx, atol=1e-5, rtol=0)
     assert handle.prompt.fingerprint == ref.fingerprint
 
@@ -144,7 +145,7 @@ def test_cocoop_optimizer_twice_remove_and_caller_state(tiny_clip: torch.nn.Modu
 def test_cocoop_inside_data_parallel(tiny_clip: torch.nn.Module) -> None:
     model = get_cocoop(tiny_clip, NAMES_A)
     handle = fpp_init.apply(torch.nn.DataParallel(model), **FAST)
-    assert handle.model is model and handle.family == "cocoop"
+    assert handle.model is model and handle.design == "cocoop"
 
 
 # -- MaPLe / PromptAlign ------------------------------------------------------------------------
@@ -175,7 +176,7 @@ def test_maple_without_deep_prompts_equals_pretrain_flat_prompt(tiny_clip: torch
     model = get_maple(tiny_clip, NAMES_A, n_ctx=4, prompt_depth=1)
     handle = fpp_init.apply(model, **FAST)
     ref = fpp_init.pretrain_flat_prompt(tiny_clip, NAMES_A, template="a photo of a", steps=3, seed=1, progress=False)
-    assert handle.family == "maple"
+    assert handle.design == "maple"
     torch.testing.assert_close(handle.prompt.ctx, ref.ctx, atol=1e-5, rtol=0)
 
 
@@ -300,12 +301,12 @@ def test_malformed_new_designs_are_refused(tiny_clip: torch.nn.Module) -> None:
 def test_maple_runs_on_the_fast_exact_path(clip3: torch.nn.Module, depth: int) -> None:
     """MaPLe's deep prompts replace the ctx rows of every class alike, so the shared-prefix, truncated tower
     applies: its features and FPP gradients equal the model's own text encoder."""
-    from fpp_init.adapters import LiveModel
+    from fpp_init.adapters import detect
     from fpp_init.towers import CausalTextTower
 
     model = get_maple(clip3, NAMES_A, prompt_depth=depth)
     load_trained(model)
-    live = LiveModel(model)
+    live = detect(model)
     tower = live.tower()
     assert isinstance(tower, CausalTextTower) and len(tower.spec.deep_prompts) == depth - 1
     pl, enc = model.prompt_learner, model.text_encoder

@@ -200,3 +200,43 @@ def test_bf16_autocast_on_cpu_keeps_fp32_master(tiny_clip):
     assert low.ctx.shape == exact.ctx.shape and not torch.equal(low.ctx, exact.ctx)  # it did run in bf16
     assert low.history["align"][0] == pytest.approx(exact.history["align"][0], rel=0.05)
     assert low.history["cos"][0] == pytest.approx(exact.history["cos"][0], abs=0.01)
+
+
+def test_fp64_tower_runs_in_fp64_on_every_path(tiny_clip):
+    """An fp64 model gives an fp64 fast tower (LayerNorms included) and an fp64 run: the fast path and the
+    module's own modules agree to fp64 rounding, features and whole trajectories."""
+    from helpers import Trace, to_float64
+
+    from fpp_init.towers import CallableTextTower
+
+    model = to_float64(tiny_clip)
+    _, emb, eot = _embed(model)
+    emb = emb.double()
+    tower = clip_tower(model)
+    assert tower.dtype == torch.float64
+    with torch.no_grad():
+        fast = tower.encode(emb, eot)
+        ref = encode_embeddings(model, emb, eot)
+    assert fast.dtype == torch.float64
+    torch.testing.assert_close(fast, ref, atol=1e-12, rtol=0)
+
+    def module(x, t):
+        return encode_embeddings(model, x, t.argmax(-1))
+
+    slow = CallableTextTower(
+        module, width=128, context_length=77, dtype=torch.float64, device=torch.device("cpu"), fingerprint=str
+    )
+    prompts, cfg = _prompts(emb, eot), FPPConfig(steps=4, seed=0)
+    traces = {}
+    for name, t in {"fast": tower, "module": slow}.items():
+        traces[name] = Trace()
+        optimize_flat_prompt(t, prompts, emb[0, 1:5].float(), cfg, progress=False, checkpoint=traces[name])
+    fast_path, own = traces["fast"].trajectory(), traces["module"].trajectory()
+    assert fast_path.shape == (4, 4, 128) and float((fast_path[-1] - fast_path[0]).abs().max()) > 1e-3
+    torch.testing.assert_close(fast_path, own, atol=1e-12, rtol=0)
+    # the fp32 run is another trajectory: rounding, not the maths, separates them
+    f32 = Trace()
+    optimize_flat_prompt(clip_tower(tiny_clip), _prompts(emb.float(), eot), emb[0, 1:5].float(), cfg, progress=False,
+                         checkpoint=f32)  # fmt: skip
+    gap = float((f32.trajectory() - own).abs().max())
+    assert 1e-9 < gap < 1e-5

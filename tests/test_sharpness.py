@@ -226,7 +226,7 @@ def test_cli_plot_without_matplotlib(
         require_matplotlib()
 
 
-@pytest.mark.parametrize("kind", ["tpt", "aux"])
+@pytest.mark.parametrize("kind", ["tpt", "fpp_reference"])
 def test_live_tpt_family_model(tiny_clip: torch.nn.Module, kind: str) -> None:
     from standins import get_coop
 

@@ -1,12 +1,20 @@
-"""Live TPT-family models (TPT, C-TPT, O-TPT, DynaPrompt, CoCoOp, MaPLe...), seen through what they share.
+"""Live TPT-style models, one unit per prompt-learner design.
 
-Adapters never import ``clip``: everything comes from the live model. The front door that
-uses them is :func:`fpp_init.apply`.
+A design (:class:`PromptDesign` subclass, one module each) knows how to recognise a live model,
+read its prompt, the prompts it encodes and its text tower, and install a prompt so that the
+codebase's own reset restores it. :func:`detect` walks the ordered registry; a new design is one
+module plus :func:`register_design`. Adapters never import ``clip``: everything comes from the
+live model. The front door that uses them is :func:`fpp_init.apply`.
+
+Built-in designs, by short name: ``tpt`` (TPT, C-TPT, O-TPT, DiffTPT, RLCF, MTA, R-TPT),
+``fpp_reference`` (the FPP reference code), ``dynaprompt``, ``cocoop`` (TPT's CoCoOp path),
+``maple`` (MaPLe / PromptAlign), each in the module of that name (``fpp_init.adapters.tpt.TPTDesign``
+...); refused with their reason (``refused``): ``tps``, ``it3a``.
 """
 
 from __future__ import annotations
 
-from ._detect import Convention, Family, detect, encoder_convention, unwrap
-from ._families import MAPLE_WARNING, LiveModel, Snapshot
+from ._base import PromptDesign, Snapshot
+from ._registry import detect, register_design, registered_designs, unwrap
 
-__all__ = ["Family", "Convention", "LiveModel", "Snapshot", "detect", "encoder_convention", "unwrap", "MAPLE_WARNING"]
+__all__ = ["PromptDesign", "Snapshot", "detect", "register_design", "registered_designs", "unwrap"]

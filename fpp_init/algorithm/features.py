@@ -29,7 +29,8 @@ def chunk_overhead(device: torch.device) -> int:
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
-    x = x.float()
+    """Unit rows in at least fp32 (fp64 features stay fp64)."""
+    x = x.to(torch.promote_types(x.dtype, torch.float32))
     return x / x.norm(dim=-1, keepdim=True)
 
 

@@ -9,6 +9,9 @@ this order (so any device, and any number of ranks, gives the same numbers):
 3. at each step: :func:`~fpp_init.algorithm.noise.draw_noise` over the rows the prompts use
    (up to the last EOS of the class set).
 
+Precision: the run works in fp32 (the ctx, AdamW's state, the prompts, the losses), in fp64 when
+the tower's weights are fp64 (a reference trajectory without fp32 rounding); the result is fp32.
+
 Execution (changes no result beyond float rounding, ~1e-7): classes are grouped by prompt
 length into chunks of at most ``config.chunk_classes``; each chunk runs only up to its longest
 prompt, its ``K`` noisy copies in one batch without autograd, its clean prompts with
@@ -99,6 +102,11 @@ def _autocast(
     return torch.autocast(device_type=device.type, dtype=torch.float16 if mode == "fp16" else torch.bfloat16)
 
 
+def working_dtype(tower_dtype: torch.dtype) -> torch.dtype:
+    """The precision of a run on a tower with weights of ``tower_dtype``: fp64 for fp64, else fp32."""
+    return torch.float64 if tower_dtype == torch.float64 else torch.float32
+
+
 def initial_ctx(
     config: FPPConfig, predefined: torch.Tensor, generator: torch.Generator, init_ctx: torch.Tensor | None
 ) -> torch.Tensor:
@@ -111,16 +119,21 @@ def initial_ctx(
 
 
 def _work_prompts(
-    prompts: EmbeddedPrompts, n_ctx: int, generator: torch.Generator, class_tokens: tuple[float, float] | None
+    prompts: EmbeddedPrompts,
+    n_ctx: int,
+    generator: torch.Generator,
+    class_tokens: tuple[float, float] | None,
+    dtype: torch.dtype,
 ) -> EmbeddedPrompts:
-    """fp32 prompts cut after the last EOS; the class-agnostic variant's random class tokens drawn in."""
-    suffix = prompts.suffix.detach().float()
+    """Prompts in the run's precision, cut after the last EOS; the class-agnostic variant's random class
+    tokens drawn in."""
+    suffix = prompts.suffix.detach().to(dtype)
     if class_tokens is not None:
         mean, std = class_tokens
         suffix = suffix.clone()
         suffix[:, :2] = torch.randn(prompts.num_classes, 2, suffix.shape[-1], generator=generator) * std + mean
     keep = prompts.used_length - prompts.ctx_start - n_ctx
-    return EmbeddedPrompts(prompts.prefix.detach().float(), suffix[:, :keep], prompts.eot.cpu())
+    return EmbeddedPrompts(prompts.prefix.detach().to(dtype), suffix[:, :keep], prompts.eot.cpu())
 
 
 def _history(records: torch.Tensor, lam: float) -> dict[str, list[float]]:
@@ -165,7 +178,8 @@ class _Run:
         if width != tower.width:
             raise PromptShapeError(f"ctx width {width} does not match the text tower's width {tower.width}")
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
-        work = _work_prompts(prompts, n_ctx, self.generator, class_tokens)
+        self.dtype = working_dtype(tower.dtype)
+        work = _work_prompts(prompts, n_ctx, self.generator, class_tokens, self.dtype)
         start = initial_ctx(config, predefined_ctx, self.generator, init_ctx)
         self.num_classes, self.length, self.ctx_start, self.n_ctx, self.width = (
             work.num_classes, work.used_length, work.ctx_start, n_ctx, width,
@@ -178,7 +192,7 @@ class _Run:
         )  # fmt: skip
         self.chunks = [] if self.features is None else self.features.chunks
         self.amp = _autocast(config, device, tower.dtype)
-        predefined = predefined_ctx.detach().float().to(device)
+        predefined = predefined_ctx.detach().to(device, self.dtype)
         with torch.no_grad(), self.amp:
             self.targets = [self.features(ch, predefined[None])[0] for ch in self.chunks]  # type: ignore[misc]
         if not all(bool(torch.isfinite(t).all()) for t in self.targets):
@@ -186,7 +200,7 @@ class _Run:
                 "the text tower produces NaN/Inf features for the predefined prompt: the model's weights (or the "
                 "prompt embeddings) contain NaN/Inf; check the checkpoint"
             )
-        self.ctx = torch.nn.Parameter(start.to(device))
+        self.ctx = torch.nn.Parameter(start.to(device, self.dtype))
         self.opt = torch.optim.AdamW([self.ctx], lr=config.lr, weight_decay=config.weight_decay)
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=config.steps, eta_min=config.min_lr)
         self.flat_weight = config.resolved_flat_weight(self.num_classes)
@@ -197,7 +211,7 @@ class _Run:
 
     def restore(self, state: TrainState) -> None:
         with torch.no_grad():
-            self.ctx.copy_(state.ctx.to(self.device))
+            self.ctx.copy_(state.ctx.to(self.device, self.dtype))
         self.opt.load_state_dict(state.optimizer)
         self.sched.load_state_dict(state.scheduler)
         self.generator.set_state(state.generator)
@@ -215,7 +229,7 @@ class _Run:
     def _losses(self, noise: torch.Tensor) -> torch.Tensor:
         """Accumulate this step's gradient over the chunks; the summed (align, 1 - mean cos)."""
         cfg, feats, c = self.config, self.features, self.num_classes
-        totals = torch.zeros(2, device=self.device)
+        totals = torch.zeros(2, device=self.device, dtype=self.dtype)
         for chunk, target in zip(self.chunks, self.targets, strict=True):
             with self.amp:
                 clean = feats(chunk, self.ctx[None])[0]  # type: ignore[misc]
@@ -240,7 +254,7 @@ class _Run:
         noise = draw_noise(
             self.generator, cfg.num_noise, self.length, self.width, ctx_start=self.ctx_start, n_ctx=self.n_ctx,
             ctx_noise=cfg.ctx_noise, cls_noise=cfg.cls_noise,
-        ).to(self.device)  # fmt: skip
+        ).to(self.device, self.dtype)  # fmt: skip
         self.opt.zero_grad(set_to_none=True)
         totals = self._losses(noise)
         if self.shard is not None:  # one all_reduce: this rank's gradient share and loss sums

@@ -1,4 +1,8 @@
-"""``fpp_init.apply``: install an FPP prompt into a live TPT-family model, in place, undoably."""
+"""``fpp_init.apply``: install an FPP prompt into a live TPT-style model, in place, undoably.
+
+Design-independent: everything that depends on the prompt-learner design goes through the
+:class:`~fpp_init.adapters.PromptDesign` that :func:`~fpp_init.adapters.detect` returns.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import torch
 
 from .._runtime import cpu_threads, frozen
 from .._validate import check_bool, check_cache, check_classnames, check_device
-from ..adapters import MAPLE_WARNING, Family, LiveModel, Snapshot
+from ..adapters import PromptDesign, Snapshot, detect
 from ..algorithm import optimize_flat_prompt
 from ..artifacts import FPPPrompt, as_prompt
 from ..artifacts.cache import CacheRequest, PromptCache
@@ -25,14 +29,14 @@ from .pretrain import prompt_from_result
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["apply", "FPPHandle"]
+__all__ = ["apply", "FPPHandle", "ApplyOptions"]
 
 _STATE_ATTR = "_fpp_init_state"
 _HOOKED = "reset_classnames"
 
 
 class _ResetHook:
-    """Instance-level wrapper of ``reset_classnames``: call the original, then re-install FPP.
+    """Instance-level wrapper of ``reset_classnames``: call the original, then refresh the installation.
 
     A callable object (not a closure) so that ``copy.deepcopy(model)`` gives the copy its own hook.
     """
@@ -44,13 +48,13 @@ class _ResetHook:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         out = self.original(*args, **kwargs)
         if self.handle.active:
-            self.handle._classes_changed()
+            self.handle.refresh()
         return out
 
 
 @dataclass(frozen=True)
-class _Options:
-    """What an ``apply`` call asked for (kept so a class-set change can be served the same way)."""
+class ApplyOptions:
+    """What an ``apply`` call asked for (kept so that a class-set change is served the same way)."""
 
     prompt: FPPPrompt | None
     config: FPPConfig
@@ -63,18 +67,21 @@ class _Options:
 class FPPHandle:
     """An FPP installation in a live model; undo it with :meth:`remove` or a ``with`` block.
 
+    Made by :func:`apply` (constructing one installs the prompt; nothing is modified when that fails).
+
     Attributes:
-        family: the design detected (a :class:`~fpp_init.adapters.Family`; compares equal to
-            ``"tpt"``, ``"aux"``, ``"dynaprompt"``, ``"cocoop"``, ``"maple"``).
+        design: the short name of the prompt-learner design detected (``"tpt"``, ``"fpp_reference"``,
+            ``"dynaprompt"``, ``"cocoop"``, ``"maple"``, or a registered one).
+        adapter: the :class:`~fpp_init.adapters.PromptDesign` bound to the model.
         prompt: the :class:`~fpp_init.FPPPrompt` installed for the current class set.
         predefined: the original initial ctx ``[n_ctx, D]`` (what FPP stays aligned with).
         active: ``False`` once removed.
     """
 
-    def __init__(self, live: LiveModel, options: _Options) -> None:
-        self._live = live
-        self.family = live.family
-        self.predefined = live.current_init()
+    def __init__(self, adapter: PromptDesign, options: ApplyOptions) -> None:
+        self.adapter = adapter
+        self.design = adapter.name
+        self.predefined = adapter.current_init()
         self._snapshot: Snapshot | None = None
         self._opts = options
         self._memo: dict[str, FPPPrompt] = {}
@@ -83,27 +90,55 @@ class FPPHandle:
         self._hook_owner: Any = None
         self.prompt: FPPPrompt | None = None
         self.active = False
+        self._install(self._resolve())  # may fail: nothing has been modified yet
+        self._attach()
+
+    @staticmethod
+    def installed_in(adapter: PromptDesign) -> FPPHandle | None:
+        """The active handle of an earlier ``apply`` on the same model, if any."""
+        existing = adapter.learner.__dict__.get(_STATE_ATTR)
+        return existing if isinstance(existing, FPPHandle) and existing.active else None
 
     # -- public ---------------------------------------------------------------------------
     @property
     def model(self) -> Any:
         """The (unwrapped) model the prompt is installed in."""
-        return self._live.root
+        return self.adapter.root
+
+    def refresh(self) -> None:
+        """Install the prompt for the model's current class set (what the ``reset_classnames`` hook calls):
+        a given prompt again, or one pretrained, memoised or cached for these classes."""
+        self.adapter.check_layout()
+        self._install(self._resolve())
+        logger.info("FPP prompt re-installed for %d classes", self.adapter.num_classes)
+
+    def reconfigure(self, options: ApplyOptions) -> None:
+        """Serve a new ``apply`` call with ``options`` (the weights may have changed since); on failure the
+        installation and the options stay as they were."""
+        old = (self._opts, self._fingerprint)
+        self._opts, self._fingerprint = options, None
+        try:
+            prompt = self._resolve()
+        except BaseException:
+            self._opts, self._fingerprint = old
+            raise
+        self._install(prompt)
 
     def remove(self) -> None:
-        """Restore the original ctx, ``ctx_init_state`` (``init_ctx``) and ``reset_classnames``."""
+        """Restore the original ctx, what the design replaced (``ctx_init_state``, ``init_ctx``) and
+        ``reset_classnames``."""
         if not self.active:
             return
-        live = self._live
+        adapter = self.adapter
         if self._snapshot is not None:
-            live.restore(self._snapshot)
+            adapter.restore(self._snapshot)
         owner = self._hook_owner
         if owner is not None and owner.__dict__.get(_HOOKED) is self._hook:
             del owner.__dict__[_HOOKED]
-        live.learner.__dict__.pop(_STATE_ATTR, None)
+        adapter.learner.__dict__.pop(_STATE_ATTR, None)
         self._hook = self._hook_owner = None
         self.active = False
-        logger.info("FPP prompt removed from %s", type(live.root).__name__)
+        logger.info("FPP prompt removed from %s", type(adapter.root).__name__)
 
     def __enter__(self) -> FPPHandle:
         return self
@@ -113,7 +148,7 @@ class FPPHandle:
 
     def __repr__(self) -> str:
         state = "active" if self.active else "removed"
-        return f"FPPHandle({self.family.description}, n_ctx={self._live.n_ctx}, {state}, prompt={self.prompt!r})"
+        return f"FPPHandle({self.adapter.description}, n_ctx={self.adapter.n_ctx}, {state}, prompt={self.prompt!r})"
 
     # -- internals ------------------------------------------------------------------------
     def _resolve(self) -> FPPPrompt:
@@ -125,35 +160,29 @@ class FPPHandle:
 
     def _tower_fingerprint(self) -> str:
         if self._fingerprint is None:
-            self._fingerprint = self._live.fingerprint()
+            self._fingerprint = self.adapter.fingerprint()
         return self._fingerprint
 
     def _check_prompt(self, prompt: FPPPrompt) -> None:
-        live = self._live
+        adapter = self.adapter
         current_ctx(prompt)  # at every installation: the tensor may have been changed since
-        if prompt.n_ctx != live.n_ctx or prompt.width != live.width:
+        if prompt.n_ctx != adapter.n_ctx or prompt.width != adapter.width:
             raise PromptMismatchError(
-                f"the prompt has shape [{prompt.n_ctx}, {prompt.width}] but the model's {live.family.description} "
-                f"prompt is [{live.n_ctx}, {live.width}]: "
+                f"the prompt has shape [{prompt.n_ctx}, {prompt.width}] but the model's {adapter.description} "
+                f"prompt is [{adapter.n_ctx}, {adapter.width}]: "
                 + (
                     "another backbone?"
-                    if prompt.width != live.width
-                    else f"pretrain with a {live.n_ctx}-token template or change the model's ctx_init / n_ctx"
+                    if prompt.width != adapter.width
+                    else f"pretrain with a {adapter.n_ctx}-token template or change the model's ctx_init / n_ctx"
                 )
             )
         if self._opts.strict and prompt.fingerprint is not None and prompt.fingerprint != self._tower_fingerprint():
             raise PromptMismatchError(
                 f"the prompt was pretrained for a text tower with fingerprint {prompt.fingerprint} "
                 f"(backbone {prompt.backbone!r}) but this model's text tower has {self._tower_fingerprint()}: "
-                + (
-                    "other CLIP weights or other deep text prompts (a MaPLe / PromptAlign tower includes its "
-                    "compound_prompts_text); "
-                    if live.family == Family.MAPLE
-                    else "other CLIP weights; "
-                )
-                + "pretrain for these weights, or pass strict=False to install it anyway"
+                f"{adapter.tower_parts}; pretrain for these weights, or pass strict=False to install it anyway"
             )
-        names = live.classnames()
+        names = adapter.classnames()
         given = None if prompt.class_agnostic or prompt.classnames is None else prompt.classnames
         if given is not None and names is not None and _spaced(given) != _spaced(names):
             warnings.warn(
@@ -165,16 +194,16 @@ class FPPHandle:
             )
 
     def _pretrain(self) -> FPPPrompt:
-        live = self._live
+        adapter = self.adapter
         cfg = self._opts.config
-        layout = f"live:{live.family.value}:{live.ctx_start}:{live.prompts_digest()}"  # what the class set embeds
+        layout = f"live:{adapter.name}:{adapter.ctx_start}:{adapter.prompts_digest()}"  # what the class set embeds
         request = CacheRequest(
-            self._tower_fingerprint(), live.classnames(), live.num_classes, layout, self.predefined, None, cfg
+            self._tower_fingerprint(), adapter.classnames(), adapter.num_classes, layout, self.predefined, None, cfg
         )
         key = request.key
         if key in self._memo:
             return self._memo[key]
-        names = live.classnames()
+        names = adapter.classnames()
         if names is not None:  # the codebase's own label set: warned about, not refused
             check_classnames(names, "the model's class names", repeats="warn")
         hit = self._opts.cache.lookup(request) if self._opts.cache is not None else None
@@ -182,21 +211,24 @@ class FPPHandle:
             self._memo[key] = hit
             return hit
         logger.info(
-            "pretraining FPP on the live model: %d classes, n_ctx %d, %d steps", live.num_classes, live.n_ctx, cfg.steps
+            "pretraining FPP on the live model: %d classes, n_ctx %d, %d steps",
+            adapter.num_classes,
+            adapter.n_ctx,
+            cfg.steps,
         )
-        device = self._opts.device or live.device
-        with frozen([live.text_encoder]), cpu_threads(cfg.threads, device):
+        device = self._opts.device or adapter.device
+        with frozen([adapter.text_encoder]), cpu_threads(cfg.threads, device):
             result = optimize_flat_prompt(
-                live.tower(), live.embedded(), self.predefined, cfg, device=device, progress=self._opts.progress
+                adapter.tower(), adapter.embedded(), self.predefined, cfg, device=device, progress=self._opts.progress
             )
         prompt = prompt_from_result(
             result,
             cfg,
-            backbone=infer_backbone(getattr(live.root, "image_encoder", None)),
-            template=live.template(),
-            classnames=live.classnames(),
+            backbone=infer_backbone(getattr(adapter.root, "image_encoder", None)),
+            template=adapter.template(),
+            classnames=adapter.classnames(),
             class_agnostic=False,
-            num_classes=live.num_classes,
+            num_classes=adapter.num_classes,
             fingerprint=request.fingerprint,
         )
         self._memo[key] = prompt
@@ -206,36 +238,20 @@ class FPPHandle:
 
     def _install(self, prompt: FPPPrompt) -> None:
         if self._snapshot is None:
-            self._snapshot = self._live.snapshot()
-        self._live.install(prompt.ctx)
+            self._snapshot = self.adapter.snapshot()
+        self.adapter.install(prompt.ctx)
         self.prompt = prompt
 
     def _attach(self) -> None:
-        live = self._live
-        owner = live.learner if hasattr(live.learner, _HOOKED) else live.root if hasattr(live.root, _HOOKED) else None
+        adapter = self.adapter
+        lrn, root = adapter.learner, adapter.root
+        owner = lrn if hasattr(lrn, _HOOKED) else root if hasattr(root, _HOOKED) else None
         if owner is not None:
             self._hook = _ResetHook(self, getattr(owner, _HOOKED))
             self._hook_owner = owner
             object.__setattr__(owner, _HOOKED, self._hook)
-        object.__setattr__(live.learner, _STATE_ATTR, self)
+        object.__setattr__(lrn, _STATE_ATTR, self)
         self.active = True
-
-    def _classes_changed(self) -> None:
-        live = self._live
-        live._check_layout()
-        self._install(self._resolve())
-        logger.info("FPP prompt re-installed for %d classes", live.num_classes)
-
-    def _update(self, options: _Options) -> None:
-        """Serve a new ``apply`` call: new options, and the weights may have changed since."""
-        old = (self._opts, self._fingerprint)
-        self._opts, self._fingerprint = options, None
-        try:
-            prompt = self._resolve()
-        except BaseException:
-            self._opts, self._fingerprint = old
-            raise
-        self._install(prompt)
 
 
 def _spaced(names: list[str]) -> list[str]:
@@ -253,18 +269,19 @@ def apply(
     strict: bool = True,
     **options: Any,
 ) -> FPPHandle:
-    """Give a live TPT-family model an FPP initial prompt, in place (one line in the user's script).
+    """Give a live TPT-style model an FPP initial prompt, in place (one line in the user's script).
 
     Call it once the model has its class set: right after ``model.reset_classnames(...)`` in
     the script's per-dataset loop (or after ``get_coop(...)`` and any ``--load`` when there is
-    no such loop), before the tuning loop. The family is detected from the object: the TPT design (TPT, C-TPT,
-    O-TPT, DiffTPT, RLCF, MTA, R-TPT), the FPP reference design (text encoder with
-    ``aux_outputs``), DynaPrompt (the prompt goes into ``init_ctx``; the residual ``ctx``
+    no such loop), before the tuning loop. The prompt-learner design is detected from the object
+    (:func:`fpp_init.adapters.detect`): the TPT design (TPT, C-TPT, O-TPT, DiffTPT, RLCF, MTA,
+    R-TPT), the FPP reference design (text encoder with ``aux_outputs``), DynaPrompt (the prompt goes into ``init_ctx``; the residual ``ctx``
     stays zero), TPT's CoCoOp path (the prompt becomes ``prompt_generator.ctx``, the base that
     ``gen_ctx`` adds the image-dependent meta-net bias to; FPP is pretrained without that
     bias) and MaPLe / PromptAlign (pretrained through the model's text encoder with its deep
     text prompts; call it before ``trainer.tpt()``; a warning is logged because the ctx also
-    feeds the image branch, which FPP ignores). ``.module`` wrappers are unwrapped.
+    feeds the image branch, which FPP ignores), or a design added with
+    :func:`fpp_init.adapters.register_design`. ``.module`` wrappers are unwrapped.
 
     The prompt is written into ``prompt_learner.ctx`` with ``copy_`` (an optimizer created
     earlier keeps working) and becomes the state ``reset()`` restores. The model's
@@ -294,7 +311,8 @@ def apply(
         everything.
 
     Raises:
-        AdapterError: the model is not of a supported design (the message says what was found).
+        AdapterError: the model is not of a supported design (the message says what was found), or
+            matches two (both are named).
         PromptMismatchError: the prompt's ``n_ctx``, width or fingerprint does not fit the model.
     """
     if "class_agnostic" in options or "classnames" in options:
@@ -310,9 +328,9 @@ def apply(
     check_bool(strict, "strict")
     cache_dir = check_cache(cache)
     dev = check_device(device) if device is not None else None
-    live = LiveModel(model)
+    adapter = detect(model)
     prompt = None if source is None else as_prompt(source)
-    opts = _Options(
+    opts = ApplyOptions(
         prompt=prompt,
         config=cfg,
         cache=None if cache_dir is None else PromptCache(cache_dir),
@@ -321,18 +339,15 @@ def apply(
         strict=strict,
     )
 
-    existing = live.learner.__dict__.get(_STATE_ATTR)
-    if isinstance(existing, FPPHandle) and existing.active:
-        existing._update(opts)
+    existing = FPPHandle.installed_in(adapter)
+    if existing is not None:
+        existing.reconfigure(opts)
         return existing
 
-    handle = FPPHandle(live, opts)
-    if live.family == Family.MAPLE:
-        warnings.warn(MAPLE_WARNING, BeyondPaperWarning, stacklevel=2)
-    installed = handle._resolve()  # may fail: nothing has been modified yet
-    handle._install(installed)
-    handle._attach()
+    if adapter.beyond_paper is not None:
+        warnings.warn(adapter.beyond_paper, BeyondPaperWarning, stacklevel=2)
+    handle = FPPHandle(adapter, opts)
     logger.info(
-        "FPP prompt installed in %s (%s, n_ctx %d)", type(live.root).__name__, live.family.description, live.n_ctx
+        "FPP prompt installed in %s (%s, n_ctx %d)", type(adapter.root).__name__, adapter.description, adapter.n_ctx
     )
     return handle

@@ -14,7 +14,7 @@ import torch
 from .. import constants as const
 from .._runtime import frozen
 from .._validate import check_bool, check_classnames, check_ctx, check_device, check_str
-from ..adapters import LiveModel
+from ..adapters import detect
 from ..algorithm import SharpnessResult, measure_sharpness
 from ..artifacts import FPPPrompt, is_prompt_path, read_source
 from ..backbones import build_class_prompts, text_model
@@ -155,7 +155,7 @@ def _live(
     if isinstance(model, FPPHandle):
         original = model.predefined
         model = model.model
-    live = LiveModel(model)
+    live = detect(model)
     if classnames is not None:
         raise ConfigError(
             "a live model is measured on its own class set; call its reset_classnames(...) instead of passing classnames",

@@ -24,9 +24,11 @@ __all__ = ["CausalTextTower"]
 
 
 def _layer_norm(ln: LayerNormSpec, x: torch.Tensor) -> torch.Tensor:
-    """LayerNorm computed in fp32 and cast back (CLIP's convention; also for fp16 weights on CPU)."""
-    bias = None if ln.bias is None else ln.bias.float()
-    return F.layer_norm(x.float(), x.shape[-1:], ln.weight.float(), bias, ln.eps).to(x.dtype)
+    """LayerNorm computed in at least fp32 and cast back (CLIP's convention for fp16 weights, also on the
+    CPU); an fp64 tower computes it in fp64."""
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    bias = None if ln.bias is None else ln.bias.to(dtype)
+    return F.layer_norm(x.to(dtype), x.shape[-1:], ln.weight.to(dtype), bias, ln.eps).to(x.dtype)
 
 
 _QUICK = 1.702  # QuickGELU(x) = x * sigmoid(1.702 x) = silu(1.702 x) / 1.702

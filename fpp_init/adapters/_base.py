@@ -1,0 +1,373 @@
+"""What every prompt-learner design shares: :class:`PromptDesign` and the mechanics written once.
+
+A design is one way a TPT-style codebase lays out its prompt learner: where the learnable
+context lives, what its own per-sample ``reset()`` restores, how its text encoder is called.
+A subclass states what differs (a few class attributes, a ``matches`` test and, where the
+design needs it, ``current_init`` / ``install`` / ``encoder_args``); the layout checks, the
+embedded prompts, the fast tower and its agreement check, the fingerprint, snapshots and
+undo live here. Adapters never import ``clip``: everything comes from the live model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..algorithm import EmbeddedPrompts
+from ..errors import AdapterError, FastPathWarning
+from ..towers import (
+    TEXT_PARTS,
+    CallableTextTower,
+    CausalTextTower,
+    TextTower,
+    TowerSpec,
+    fingerprint_modules,
+    fingerprint_spec,
+    openai_spec,
+)
+
+__all__ = ["PromptDesign", "Snapshot", "encoder_call", "describe", "single"]
+
+#: attributes shown when describing an object that no design matches (designs add their ``marks``).
+COMMON_MARKS = (
+    "prompt_learner",
+    "text_encoder",
+    "ctx",
+    "ctx_init_state",
+    "token_prefix",
+    "token_suffix",
+    "tokenized_prompts",
+)
+_PROMPT_BUFFERS = ("token_prefix", "token_suffix", "tokenized_prompts")
+
+
+@dataclass
+class Snapshot:
+    """What :meth:`PromptDesign.install` changes, as found before the first install: the ctx values and
+    the prompt-learner attributes it replaces (the objects themselves, restored by identity)."""
+
+    ctx: torch.Tensor
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def single(t: torch.Tensor, what: str) -> torch.Tensor:
+    """``[n_ctx, D]`` from a 2-D tensor or a 3-D stack of identical copies."""
+    if t.dim() == 2:
+        return t
+    if t.dim() == 3 and t.shape[0] >= 1 and bool((t == t[:1]).all()):
+        return t[0]
+    raise AdapterError(
+        f"{what} has shape {tuple(t.shape)}: several different prompts per model are not supported "
+        "(fpp_init.apply installs one [n_ctx, D] prompt)"
+    )
+
+
+def encoder_call(encoder: object) -> str | None:
+    """How a text encoder is called, from its signature: ``"plain"`` ``(prompts, tokenized_prompts)``,
+    ``"aux"`` (a third ``aux_outputs`` argument, returns a tuple), ``"compound"`` (a third
+    ``compound_prompts_deeper_text`` argument); ``None`` when it takes fewer than two or is unreadable."""
+    forward = getattr(encoder, "forward", encoder)
+    try:
+        params = list(inspect.signature(forward).parameters.values())  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if "aux_outputs" in names:
+        return "aux"
+    if any("compound" in n for n in names):
+        return "compound"
+    return "plain" if len(names) >= 2 else None
+
+
+def signature_text(encoder: object) -> str:
+    forward = getattr(encoder, "forward", encoder)
+    try:
+        return f"{type(encoder).__name__}.forward{inspect.signature(forward)}"  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return f"{type(encoder).__name__} (signature unreadable)"
+
+
+def describe(obj: object, marks: tuple[str, ...] = COMMON_MARKS) -> str:
+    found = [a for a in dict.fromkeys(marks) if hasattr(obj, a)]
+    return f"{type(obj).__module__}.{type(obj).__name__} with attributes {found or 'none of the TPT-style ones'}"
+
+
+class PromptDesign:
+    """One prompt-learner design, bound to one live model (``root``, its prompt learner, its text encoder).
+
+    Subclasses set the class attributes and ``matches``; override the methods marked *design* where
+    the design differs from the TPT design (``ctx`` + ``ctx_init_state``, restored by ``reset()``).
+    Register a subclass with :func:`~fpp_init.adapters.register_design`.
+    """
+
+    #: short name (``handle.design``; part of the cache key).
+    name: ClassVar[str] = ""
+    #: one line for messages.
+    description: ClassVar[str] = ""
+    #: the root's attribute holding the prompt learner.
+    learner_attr: ClassVar[str] = "prompt_learner"
+    #: how the text encoder is called (see :func:`encoder_call`).
+    call: ClassVar[str] = "plain"
+    #: tensors the learner must hold, with their role (named when missing).
+    required: ClassVar[tuple[tuple[str, str], ...]] = (("ctx_init_state", "the state its reset() restores"),)
+    #: learner attributes :meth:`install` replaces (kept by :meth:`snapshot`, put back by :meth:`restore`).
+    replaced: ClassVar[tuple[str, ...]] = ("ctx_init_state",)
+    #: attributes that identify the design (listed when describing an object no design matches).
+    marks: ClassVar[tuple[str, ...]] = ()
+    #: warned (``BeyondPaperWarning``) when installing into this design; ``None``: within the paper.
+    beyond_paper: ClassVar[str | None] = None
+    #: what a fingerprint mismatch can mean for this design.
+    tower_parts: ClassVar[str] = "other CLIP weights"
+    #: set on a known layout that is refused: the one-line reason (the design is never built).
+    refusal: ClassVar[str | None] = None
+
+    # -- recognition ------------------------------------------------------------------------
+    @classmethod
+    def learner_of(cls, root: Any) -> Any:
+        return getattr(root, cls.learner_attr, None)
+
+    @classmethod
+    def matches(cls, root: Any) -> bool:
+        """Whether ``root`` (unwrapped) is of this design; raise :class:`AdapterError` for one that is of
+        this design but malformed. *Design*: the default checks the learner, its ``required`` tensors and
+        the encoder's ``call``; the rest of the layout is checked by :meth:`check_layout`, with reasons."""
+        learner = cls.learner_of(root)
+        return (
+            learner is not None
+            and all(isinstance(getattr(learner, attr, None), torch.Tensor) for attr, _ in cls.required)
+            and encoder_call(getattr(root, "text_encoder", None)) == cls.call
+        )
+
+    def __init__(self, root: Any) -> None:
+        self.root = root
+        self.learner = self.learner_of(root)
+        self.check_layout()
+
+    @property
+    def where(self) -> str:
+        return f"{type(self.learner).__name__} ({self.description})"
+
+    # -- geometry ---------------------------------------------------------------------------
+    @property
+    def text_encoder(self) -> nn.Module:
+        return self.root.text_encoder  # type: ignore[no-any-return]
+
+    @property
+    def ctx(self) -> nn.Parameter:
+        return self.learner.ctx  # type: ignore[no-any-return]
+
+    @property
+    def width(self) -> int:
+        return int(self.ctx.shape[-1])
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self.ctx.shape[-2])
+
+    @property
+    def ctx_start(self) -> int:
+        return int(self.learner.token_prefix.shape[-2])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.learner.tokenized_prompts.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        """Where the text encoder runs. The prompt buffers can lag behind: TPT's CoCoOp
+        ``reset_classnames`` builds them on the construction device (CPU) and the script moves
+        the model with ``.cuda()`` only afterwards."""
+        for t in self.text_encoder.parameters():
+            return t.device
+        return self.learner.token_prefix.device  # type: ignore[no-any-return]
+
+    def check_layout(self) -> None:
+        """Refuse (clearly) what the design cannot serve; run again whenever the class set changed."""
+        root, lrn = self.root, self.learner
+        found = describe(lrn, COMMON_MARKS + self.marks)
+        if not isinstance(getattr(root, "text_encoder", None), nn.Module):
+            raise AdapterError(f"found {describe(root)} but no text_encoder module beside the prompt learner")
+        if not isinstance(getattr(lrn, "ctx", None), nn.Parameter):
+            raise AdapterError(f"found a prompt learner {found} without an nn.Parameter 'ctx'")
+        for attr, role in self.required:
+            if not isinstance(getattr(lrn, attr, None), torch.Tensor):
+                raise AdapterError(
+                    f"found a prompt learner {found} without a {attr!r} tensor ({role}); not a "
+                    f"{self.description} prompt learner"
+                )
+        missing = [a for a in _PROMPT_BUFFERS if not hasattr(lrn, a)]
+        if missing:
+            raise AdapterError(f"found a prompt learner {found} without {missing}")
+        where = self.where
+        position = getattr(lrn, "class_token_position", "end")
+        if position != "end":
+            raise AdapterError(
+                f"{where} puts the class token at position {position!r}; FPP supports only the class "
+                "token at the end (a ctx_init without [CLS])"
+            )
+        if getattr(lrn, "learned_cls", False):
+            raise AdapterError(f"{where} learns the class token (learned_cls=True); FPP needs real class names")
+        if self.ctx.dim() not in (2, 3):
+            raise AdapterError(f"{where}.ctx has shape {tuple(self.ctx.shape)}; expected [n_ctx, D]")
+        prefix, suffix, tokens = lrn.token_prefix, lrn.token_suffix, lrn.tokenized_prompts
+        if prefix.dim() != 3 or suffix.dim() != 3 or tokens.dim() != 2:
+            raise AdapterError(
+                f"{where}: token_prefix {tuple(prefix.shape)}, token_suffix {tuple(suffix.shape)} and "
+                f"tokenized_prompts {tuple(tokens.shape)} are not [C, P, D], [C, S, D] and [C, L]"
+            )
+        c, length = tokens.shape
+        if prefix.shape[0] != c or suffix.shape[0] != c:
+            raise AdapterError(f"{where}: token_prefix/token_suffix/tokenized_prompts disagree on the class count")
+        if prefix.shape[-2] + self.n_ctx + suffix.shape[-2] != length:
+            raise AdapterError(
+                f"{where}: prefix ({prefix.shape[-2]}) + ctx ({self.n_ctx}) + suffix ({suffix.shape[-2]}) "
+                f"positions do not add up to the context length {length}"
+            )
+        if prefix.shape[-1] != self.width or suffix.shape[-1] != self.width:
+            raise AdapterError(f"{where}: token embeddings are not {self.width} wide like ctx")
+        if bool((tokens.argmax(dim=-1) <= self.ctx_start + self.n_ctx).any()):
+            raise AdapterError(f"{where}: some prompts have no class token after the context")
+
+    # -- what the codebase encodes ------------------------------------------------------------
+    def classnames(self) -> list[str] | None:
+        names = getattr(self.learner, "classnames", None)
+        if (
+            isinstance(names, (list, tuple))
+            and len(names) == self.num_classes
+            and all(isinstance(n, str) for n in names)
+        ):
+            return list(names)
+        return None
+
+    def template(self) -> str | None:
+        """The words the initial ctx embeds (``None``: a random or trained ctx). *Design*."""
+        t = getattr(self.learner, "prompt_prefix", None)
+        if not isinstance(t, str) or set(t.split()) <= {"X"}:  # "X X X X": TPT's placeholder for a random ctx
+            return None
+        return t
+
+    def embedded(self) -> EmbeddedPrompts:
+        lrn = self.learner
+        return EmbeddedPrompts(
+            prefix=lrn.token_prefix.detach(),
+            suffix=lrn.token_suffix.detach(),
+            eot=lrn.tokenized_prompts.argmax(dim=-1),
+        )
+
+    def prompts_digest(self) -> str:
+        """Hash of what the class set contributes (embeddings up to the last EOS, EOS positions)."""
+        p = self.embedded()
+        n_used = int(p.eot.max()) + 1
+        h = hashlib.sha256()
+        for t in (p.prefix, p.suffix[:, : n_used - self.ctx_start - self.n_ctx], p.eot):
+            t = t.detach().to("cpu").contiguous()
+            h.update(str((tuple(t.shape), str(t.dtype))).encode())
+            h.update(t.float().numpy().tobytes() if t.is_floating_point() else t.numpy().tobytes())
+        return h.hexdigest()[:32]
+
+    # -- the prompt ---------------------------------------------------------------------------
+    def current_init(self) -> torch.Tensor:
+        """The effective initial prompt now, ``[n_ctx, D]`` fp32 CPU: what the codebase's reset restores. *Design*."""
+        return single(self.learner.ctx_init_state.detach(), "prompt_learner.ctx_init_state").float().cpu().clone()
+
+    def install(self, prompt_ctx: torch.Tensor) -> None:
+        """Make ``prompt_ctx`` ``[n_ctx, D]`` the state the codebase's reset restores, in place. *Design*.
+
+        ``ctx`` is written with ``copy_`` (never replaced: an optimizer created earlier keeps it)."""
+        state = self.write_ctx(prompt_ctx)
+        self.learner.ctx_init_state = state.clone()
+
+    def write_ctx(self, prompt_ctx: torch.Tensor) -> torch.Tensor:
+        """``ctx.copy_(prompt_ctx)`` (broadcast over stacked copies); returns the value on ctx's device and dtype."""
+        ctx = self.ctx
+        state = prompt_ctx.to(ctx.device, ctx.dtype).expand_as(ctx)
+        with torch.no_grad():
+            ctx.copy_(state)
+        return state
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(self.ctx.detach().clone(), {a: getattr(self.learner, a) for a in self.replaced})
+
+    def restore(self, snap: Snapshot) -> None:
+        with torch.no_grad():
+            self.ctx.copy_(snap.ctx)
+        for attr, value in snap.attrs.items():
+            setattr(self.learner, attr, value)
+
+    # -- the text encoder -----------------------------------------------------------------------
+    def encoder_args(self) -> tuple[Any, ...]:
+        """Arguments the text encoder takes after ``(prompts, tokenized_prompts)``. *Design*."""
+        return ()
+
+    def deep_prompts(self) -> list[torch.Tensor]:
+        """Prompts the encoder puts into later blocks, detached (part of the tower). *Design*."""
+        return []
+
+    def encode(self, prompts: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The codebase's own text encoder on embedded prompts: unnormalised features ``[B, E]``."""
+        out = self.text_encoder(prompts, tokens, *self.encoder_args())
+        return out[0] if isinstance(out, tuple) else out
+
+    def spec(self) -> TowerSpec | None:
+        """The canonical description of the text tower, when the encoder is OpenAI-CLIP-shaped; deep prompts
+        replace the ctx rows before block ``i + 1`` (MaPLe's convention)."""
+        enc = self.text_encoder
+        parts = {a: getattr(enc, a, None) for a in TEXT_PARTS}
+        if any(p is None for p in parts.values()):
+            return None
+        layers = len(getattr(parts["transformer"], "resblocks", ()))
+        deep = {i + 1: p for i, p in enumerate(self.deep_prompts()) if i + 1 < layers}
+        return openai_spec(**parts, deep_prompts=deep, deep_start=self.ctx_start)  # type: ignore[arg-type]
+
+    def fingerprint(self) -> str:
+        """The text tower's fingerprint: equal to ``fingerprint_model`` of the same CLIP weights (deep prompts
+        are part of the tower's function, so of its fingerprint)."""
+        spec = self.spec()
+        if spec is not None:
+            return fingerprint_spec(spec)
+        return fingerprint_modules([self.text_encoder, *self.deep_prompts()])
+
+    def tower(self) -> TextTower:
+        """The fast exact tower when the encoder is OpenAI-CLIP-shaped and agrees with it, else the encoder itself."""
+        spec = self.spec()
+        if spec is not None:
+            fast = CausalTextTower(spec)
+            if self.agrees(fast):
+                return fast
+            warnings.warn(
+                f"the fast text tower disagrees with {type(self.text_encoder).__name__}.forward; using the (slower) "
+                "encoder itself",
+                FastPathWarning,
+                stacklevel=4,
+            )
+        dtype = getattr(self.text_encoder, "dtype", None)
+        if not isinstance(dtype, torch.dtype):
+            dtype = self.learner.token_prefix.dtype
+        return CallableTextTower(
+            self.encode,
+            width=self.width,
+            context_length=int(self.learner.tokenized_prompts.shape[-1]),
+            dtype=dtype,
+            device=self.device,
+            fingerprint=self.fingerprint,
+        )
+
+    def agrees(self, tower: TextTower) -> bool:
+        """Whether ``tower`` gives the live encoder's features on two prompts (cheap exactness guard)."""
+        p = self.embedded()
+        n = min(2, p.num_classes)
+        ctx = self.current_init().to(p.prefix.device, p.prefix.dtype)
+        x = EmbeddedPrompts(p.prefix[:n], p.suffix[:n], p.eot[:n]).assemble(ctx).to(self.device)
+        tokens = self.learner.tokenized_prompts[:n].to(self.device)
+        with torch.no_grad():
+            ref = self.encode(x.to(tower.dtype), tokens).float()
+            got = tower.encode(x, p.eot[:n]).float()
+        scale = float(ref.abs().max()) or 1.0
+        tol = 1e-2 if tower.dtype == torch.float16 else 1e-4
+        return ref.shape == got.shape and float((ref - got).abs().max()) <= tol * scale
