@@ -125,7 +125,9 @@ def load_zoo_spec(spec: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[lis
             max=const.MAX_NUM_CLASSES,
         ),
         "shard_above": check_int(data.get("shard_above", 10**9), "zoo spec: shard_above", min=1),
-        "checkpoint_every": check_int(data.get("checkpoint_every", 50), "zoo spec: checkpoint_every", min=1),
+        "checkpoint_every": check_int(
+            data.get("checkpoint_every", const.DEFAULT_CHECKPOINT_EVERY), "zoo spec: checkpoint_every", min=1
+        ),
     }
     jobs = []
     for label, model in backbones:

@@ -11,7 +11,7 @@ from . import constants as const
 from ._validate import check_bool, check_choice, check_float, check_int
 from .errors import ConfigError
 
-__all__ = ["FPPConfig", "SharpnessConfig", "as_config"]
+__all__ = ["FPPConfig", "SharpnessConfig", "as_config", "option", "describe_fields"]
 
 InitMode = Literal["random", "predefined"]
 Autocast = Literal["auto", "off", "fp16", "bf16"]
@@ -20,55 +20,87 @@ Autocast = Literal["auto", "off", "fp16", "bf16"]
 EXECUTION_FIELDS = frozenset({"chunk_classes", "share_prefix", "autocast", "threads", "dist_timeout"})
 
 
+def option(default: Any, help: str, **cli: Any) -> Any:
+    """A config field whose default and help text are its one definition: the CLI flag, the table in
+    the docs and ``help()`` are all built from them.
+
+    ``cli`` says what the command line needs beyond that: ``flag`` (``None``: no flag; default
+    ``--field-name``), ``negative`` (a field that is ``True`` by default gets a ``--no-field-name``
+    flag whose help is this text), ``choices``, ``type`` (for a field whose default is ``None``),
+    ``metavar``, ``parse`` (``"floats"``: a comma-separated list) and ``default_text`` (how a
+    ``None`` default reads).
+    """
+    return dataclasses.field(default=default, metadata={"help": help, **cli})
+
+
 @dataclass(frozen=True)
 class FPPConfig:
-    """Hyperparameters of FPP pretraining; defaults are the paper's.
+    """Hyperparameters of FPP pretraining; the defaults are the paper's.
 
-    Attributes:
-        steps: optimisation steps (AdamW steps, one cosine-scheduler step each); at least 1.
-        lr: AdamW learning rate.
-        min_lr: floor of the cosine schedule (``eta_min``).
-        weight_decay: AdamW weight decay (PyTorch's default, as in the reference).
-        num_noise: perturbed copies per step (``K``).
-        ctx_noise: std of the noise on the ctx positions.
-        cls_noise: std of the noise on every other position.
-        flat_weight: weight ``lambda`` of the flatness loss; ``None`` means ``1 + 15 / C``.
-        init: ``"random"`` (ctx ~ N(0, init_std^2)) or ``"predefined"``.
-        init_std: std of the random start.
-        seed: seed of the private ``torch.Generator`` (random start and noise).
-        chunk_classes: at most this many classes per chunk of the gradient-accumulated
-            step (classes are grouped by prompt length); bounds peak memory by the
-            chunk, not by ``C * num_noise``; does not change the result (beyond float
-            rounding, ~1e-7).
-        share_prefix: compute the SOS + ctx positions once per noise copy instead
-            of once per class (exact; about 2x faster per step on CPU).
-        autocast: ``"auto"`` (fp16 autocast on CUDA for fp32 towers, off elsewhere),
-            ``"off"``, ``"fp16"`` or ``"bf16"``. The ctx master copy and the losses
-            are always fp32; ``"off"`` gives fp32 results equal to the straightforward
-            full-length computation.
-        threads: torch intra-op threads on the CPU while pretraining (restored after);
-            ``None`` chooses: ``OMP_NUM_THREADS`` if set, else the CPUs this process may
-            use (affinity, cgroup quota) that are not busy with other work (load average).
-        dist_timeout: under a launcher (torchrun), seconds each rank waits for all the others to
-            join before it stops with a :class:`~fpp_init.errors.DistributedError`.
+    Every field's meaning and default are listed in the table of the docs' configuration page
+    (the same text as ``fpp-init pretrain --help``), and ``help(FPPConfig)`` shows them too.
     """
 
-    steps: int = const.DEFAULT_STEPS
-    lr: float = const.DEFAULT_LR
-    min_lr: float = const.DEFAULT_MIN_LR
-    weight_decay: float = const.DEFAULT_WEIGHT_DECAY
-    num_noise: int = const.DEFAULT_NUM_NOISE
-    ctx_noise: float = const.DEFAULT_CTX_NOISE
-    cls_noise: float = const.DEFAULT_CLS_NOISE
-    flat_weight: float | None = None
-    init: InitMode = "random"
-    init_std: float = const.DEFAULT_INIT_STD
-    seed: int = 0
-    chunk_classes: int = const.DEFAULT_CHUNK_CLASSES
-    share_prefix: bool = True
-    autocast: Autocast = "auto"
-    threads: int | None = None
-    dist_timeout: float = const.DEFAULT_DIST_TIMEOUT
+    steps: int = option(
+        const.DEFAULT_STEPS, "optimisation steps (AdamW steps, one cosine-schedule step each)", metavar="N"
+    )
+    lr: float = option(const.DEFAULT_LR, "AdamW learning rate", metavar="X")
+    min_lr: float = option(const.DEFAULT_MIN_LR, "floor of the cosine learning-rate schedule (eta_min)", metavar="X")
+    weight_decay: float = option(
+        const.DEFAULT_WEIGHT_DECAY, "AdamW weight decay (PyTorch's default, as in the reference code)", metavar="X"
+    )
+    num_noise: int = option(const.DEFAULT_NUM_NOISE, "perturbed copies of every prompt per step (K)", metavar="N")
+    ctx_noise: float = option(const.DEFAULT_CTX_NOISE, "std of the noise on the ctx positions", metavar="X")
+    cls_noise: float = option(
+        const.DEFAULT_CLS_NOISE, "std of the noise on every other position (class name, EOS, ...)", metavar="X"
+    )
+    flat_weight: float | None = option(
+        None,
+        "weight lambda of the flatness loss",
+        type=float,
+        metavar="X",
+        default_text="1 + 15 / C, C the number of classes",
+    )
+    init: InitMode = option(
+        "random",
+        "start point: random (N(0, init_std^2)) or predefined (the template's own embeddings)",
+        choices=("random", "predefined"),
+    )
+    init_std: float = option(const.DEFAULT_INIT_STD, "std of the random start", metavar="X")
+    seed: int = option(
+        0, "seed of the private generator (random start and noise); the global RNG is never touched", metavar="N"
+    )
+    chunk_classes: int = option(
+        const.DEFAULT_CHUNK_CLASSES,
+        "at most this many classes per gradient-accumulation chunk: peak memory grows with the chunk, not with "
+        "C x num_noise (the same result, to float rounding)",
+        metavar="N",
+    )
+    share_prefix: bool = option(
+        True,
+        "compute the SOS + ctx positions once per noise copy and let every class attend to them (exact; about 2x "
+        "faster)",
+        negative="compute the SOS + ctx positions again for every class (the same result, about 2x slower)",
+    )
+    autocast: Autocast = option(
+        "auto",
+        "auto (fp16 autocast on CUDA for fp32 towers, off elsewhere), off, fp16 or bf16; the ctx master copy and "
+        "the losses stay fp32, and off gives results equal to the straightforward full-length computation",
+        choices=("auto", "off", "fp16", "bf16"),
+    )
+    threads: int | None = option(
+        None,
+        "torch CPU threads while pretraining (restored after)",
+        type=int,
+        metavar="N",
+        default_text="OMP_NUM_THREADS if set, else the CPUs this process may use that are idle when the run starts",
+    )
+    dist_timeout: float = option(
+        const.DEFAULT_DIST_TIMEOUT,
+        "under a launcher (torchrun): seconds each rank waits for all the others to join before it stops with a "
+        "DistributedError",
+        metavar="SECONDS",
+    )
 
     def __post_init__(self) -> None:
         check_int(self.steps, "steps", min=1, max=const.MAX_STEPS)
@@ -118,7 +150,7 @@ class FPPConfig:
         """The fields that determine the result (the cache key's part)."""
         return {k: v for k, v in self.to_dict().items() if k not in EXECUTION_FIELDS}
 
-    def made(self, recorded: Mapping[str, Any], num_classes: int) -> bool:
+    def matches_recorded(self, recorded: Mapping[str, Any], num_classes: int) -> bool:
         """Whether a prompt of ``num_classes`` classes whose metadata records ``recorded`` as its
         configuration is this configuration's result: every field of :meth:`result_dict` equal,
         ``flat_weight`` as resolved for ``num_classes`` (prompts record the weight they used)."""
@@ -154,30 +186,33 @@ def as_config(config: Any = None, options: Mapping[str, Any] | None = None) -> F
 @dataclass(frozen=True)
 class SharpnessConfig:
     """What :func:`fpp_init.sharpness` measures (the noise itself is FPP's: ``FPPConfig.ctx_noise`` /
-    ``cls_noise``).
-
-    Attributes:
-        factors: noise scales, multiples of FPP's ``ctx_noise`` / ``cls_noise``.
-        draws: noise copies per scale.
-        seed: seed of the private generator (noise and landscape directions).
-        landscape: also compute the 1-D slice (``points`` steps in ``[-span, span]``) and, if
-            ``points2d > 0``, the 2-D slice (``points2d x points2d``).
-        span, points, points2d: extent and resolution of the slices, in units of FPP's ctx-noise size.
-        direction_norm: ``"noise"`` (default: each direction row scaled to ``ctx_noise * sqrt(D)``,
-            the norm of FPP's ctx noise at scale 1, the same for every prompt, so the slices measure
-            what the noise-scale curve measures) or ``"filter"`` (to the norm of the prompt's own ctx
-            row, Li et al.'s filter normalisation: a prompt with longer rows takes longer steps, which
-            is not what FPP's flatness, nor TPT's Adam steps of a fixed size, are about).
+    ``cls_noise``). Every field is listed in the docs' configuration page and ``help(SharpnessConfig)``.
     """
 
-    factors: tuple[float, ...] = const.DEFAULT_SHARPNESS_FACTORS
-    draws: int = const.DEFAULT_SHARPNESS_DRAWS
-    seed: int = 0
-    landscape: bool = False
-    span: float = 1.0
-    points: int = 21
-    points2d: int = 11
-    direction_norm: Literal["filter", "noise"] = "noise"
+    factors: tuple[float, ...] = option(
+        const.DEFAULT_SHARPNESS_FACTORS,
+        "noise scales, as multiples of FPP's ctx_noise / cls_noise",
+        parse="floats",
+        metavar="X,X,...",
+    )
+    draws: int = option(const.DEFAULT_SHARPNESS_DRAWS, "noise copies per scale", metavar="N")
+    seed: int = option(0, "seed of the private generator (noise and landscape directions)", metavar="N")
+    landscape: bool = option(
+        False,
+        "also compute the 1-D slice (points steps in [-span, span]) and, if points2d > 0, the 2-D slice",
+        flag=None,  # the CLI computes it for --plot
+    )
+    span: float = option(1.0, "half-width of the landscape slices, in unit steps (see direction_norm)", metavar="X")
+    points: int = option(21, "points of the 1-D slice", metavar="N")
+    points2d: int = option(11, "points per axis of the 2-D slice, 0 for none", metavar="N")
+    direction_norm: Literal["filter", "noise"] = option(
+        "noise",
+        "size of a unit step along a landscape direction: noise (FPP's ctx-noise size ctx_noise x sqrt(D), the "
+        "same for every prompt, so the slices measure what the noise-scale curve measures) or filter (the norm "
+        "of the prompt's own ctx row, Li et al.'s filter normalisation: a prompt with longer rows takes longer "
+        "steps)",
+        choices=("noise", "filter"),
+    )
 
     def __post_init__(self) -> None:
         factors = self.factors
@@ -196,3 +231,17 @@ class SharpnessConfig:
         """A copy with some fields changed (validated); unknown names raise :class:`ConfigError`."""
         _check_names(changes, SharpnessConfig, "sharpness")
         return dataclasses.replace(self, **changes)
+
+
+def describe_fields(cls: type) -> str:
+    """The fields of a config dataclass as text (name, default, help), from their one definition."""
+    lines = []
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        default = meta.get("default_text") or repr(f.default)
+        lines.append(f"    {f.name}: {meta.get('help', '')} (default {default})")
+    return "\n".join(lines)
+
+
+for _cls in (FPPConfig, SharpnessConfig):
+    _cls.__doc__ = f"{_cls.__doc__.rstrip()}\n\n    Fields:\n\n{describe_fields(_cls)}\n"

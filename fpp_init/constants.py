@@ -27,6 +27,8 @@ DEFAULT_AGNOSTIC_CLASSES = 100
 AGNOSTIC_PLACEHOLDER = "XX"
 #: Classes per chunk of the class-chunked step (bounds peak memory).
 DEFAULT_CHUNK_CLASSES = 128
+#: Steps between two checkpoints of a run that keeps one.
+DEFAULT_CHECKPOINT_EVERY = 50
 #: Steps between two checks for NaN / Inf losses during optimisation (one device sync each).
 FINITE_CHECK_EVERY = 25
 

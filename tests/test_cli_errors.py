@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -18,6 +19,7 @@ from test_hub import make_prompt
 
 import fpp_init.api.pretrain as pretrain_module
 from fpp_init.cli import main
+from fpp_init.config import FPPConfig, SharpnessConfig
 
 
 def _one_error(capsys: pytest.CaptureFixture[str], command: str) -> str:
@@ -244,14 +246,26 @@ def test_hub_without_network_fails_fast_and_quietly(tmp_path: Path) -> None:
     assert "cannot push to 'a/b': the Hub (http://127.0.0.1:9) cannot be reached" in push.stderr
 
 
-def test_help_states_each_default_once(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("command", "config"), [("pretrain", FPPConfig), ("sharpness", SharpnessConfig)])
+def test_every_config_flag_comes_from_its_fields_one_definition(
+    command: str, config: type, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit):
-        main(["pretrain", "--help"])
+        main([command, "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "(default None)" not in text
-    assert "--flat-weight X weight of the flatness loss (default: 1 + 15 / number of classes) --init" in text
-    assert "(default: OMP_NUM_THREADS, else the idle CPUs this process may use)" in text
-    assert "--lr X AdamW learning rate (default 0.01)" in text
+    for field in dataclasses.fields(config):
+        meta, name = field.metadata, "--" + field.name.replace("_", "-")
+        if meta.get("flag", name) is None:  # SharpnessConfig.landscape: set by --plot
+            assert f"{name} " not in text
+        elif "negative" in meta:  # the flag turns the field off, and its help says what that does
+            assert f"--no-{name[2:]} {meta['negative']}" in text and meta["negative"] != meta["help"]
+        else:
+            default = meta.get("default_text") or (
+                ",".join(f"{v:g}" for v in field.default) if isinstance(field.default, tuple) else str(field.default)
+            )
+            assert f"{' '.join(meta['help'].split())} (default {default})" in text, field.name
+            assert re.search(rf"{name}( \{{[^}}]+\}}| \S+)? {re.escape(meta['help'][:20])}", text), field.name
 
 
 def test_class_name_file_mistakes_in_cli_words(

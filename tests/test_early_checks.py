@@ -63,7 +63,7 @@ CASES = [
     (["sharpness", "--weights", "nosuch.pt", "a photo of a", *N], "--weights 'nosuch.pt': no such file"),
     (["sharpness", *W, "nosuch.safetensors", *N], "prompt file not found: 'nosuch.safetensors'"),
     (["sharpness", *W, "a photo of a", *N, "--draws", "0"], "draws must be an int in [1, "),
-    (["sharpness", *W, "a photo of a", *N, "--factors", "1,x"], "--factors must be comma-separated numbers"),
+    (["sharpness", *W, "a photo of a", *N, "--factors", "1,x"], "argument --factors: must be comma-separated numbers"),
     (["zoo", "nosuch.toml", "--out", "z"], "zoo spec not found: 'nosuch.toml'"),
     (["zoo", "zoo.toml", "--out", "z"], "CLIP checkpoint not found"),
     (["zoo", "zoo2.toml", "--out", "z"], "'cat' (line 1 and line 3) is given more than once"),

@@ -83,7 +83,7 @@ def pretrain_flat_prompt(
     progress: bool = True,
     cache: bool | str | os.PathLike[str] = False,
     checkpoint: str | os.PathLike[str] | None = None,
-    checkpoint_every: int = 50,
+    checkpoint_every: int = const.DEFAULT_CHECKPOINT_EVERY,
     distributed: bool | None = None,
     **options: Any,
 ) -> FPPPrompt:

@@ -96,7 +96,7 @@ def _finished(
     same_classes = prompt.class_agnostic if job.classnames is None else prompt.classnames == list(job.classnames)
     count = num_classes if job.classnames is None else len(job.classnames)
     ok = same_classes and prompt.num_classes == count and prompt.template == job.template
-    if not (ok and config.replace(seed=job.seed).made(prompt.config, count)):
+    if not (ok and config.replace(seed=job.seed).matches_recorded(prompt.config, count)):
         return None
     want = (recorded or {}).get(job.filename)
     if want is not None and hashlib.sha256(data).hexdigest() != want:

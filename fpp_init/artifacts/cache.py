@@ -79,7 +79,7 @@ class CacheRequest:
             and prompt.fingerprint == self.fingerprint
             and prompt.classnames == self.classnames
             and prompt.num_classes == self.num_classes
-            and self.config.made(prompt.config, self.num_classes)
+            and self.config.matches_recorded(prompt.config, self.num_classes)
         )
 
 

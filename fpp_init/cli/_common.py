@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import os
 import sys
+from typing import Any
 
 from .. import constants as const
 from .._io import path_stat, read_toml
@@ -23,31 +24,12 @@ __all__ = [
     "check_model_options",
     "check_sources",
     "add_config_options",
+    "add_field_flags",
+    "fields_from_args",
     "config_from_args",
     "flag",
     "say",
 ]
-
-
-# help per FPPConfig field (defaults are filled in from the dataclass)
-_CONFIG_HELP = {
-    "steps": "optimisation steps",
-    "lr": "AdamW learning rate",
-    "min_lr": "floor of the cosine learning-rate schedule",
-    "weight_decay": "AdamW weight decay",
-    "num_noise": "perturbed copies per step (K)",
-    "ctx_noise": "noise std on the ctx positions",
-    "cls_noise": "noise std on every other position",
-    "flat_weight": "weight of the flatness loss (default: 1 + 15 / number of classes)",
-    "init": "start point: random or predefined (the template's embeddings)",
-    "init_std": "std of the random start",
-    "seed": "seed of the random start and the noise",
-    "chunk_classes": "classes per gradient-accumulation chunk (memory bound; same result)",
-    "share_prefix": "compute SOS + ctx once per noise copy (exact; faster)",
-    "autocast": "auto, off, fp16 or bf16 (auto: fp16 on CUDA for fp32 towers)",
-    "threads": "CPU threads (default: OMP_NUM_THREADS, else the idle CPUs this process may use)",
-    "dist_timeout": "under torchrun: seconds each rank waits for the others to join",
-}
 
 
 def flag(field: str) -> str:
@@ -100,26 +82,50 @@ def check_sources(sources: list[str]) -> None:
             check_prompt_path(source, "source")
 
 
-def add_config_options(p: argparse.ArgumentParser) -> None:
-    """One flag per :class:`FPPConfig` field, plus ``--config FILE.toml``; defaults stay unset so
-    that a config file and the flags combine (flags win)."""
-    p.add_argument("--config", metavar="FILE.toml", help="FPPConfig fields from a TOML file (flags override them)")
-    g = p.add_argument_group("FPP hyperparameters (defaults: the paper's)")
-    for f in dataclasses.fields(FPPConfig):
-        default = f.default
-        text = _CONFIG_HELP[f.name]
-        if "(default" not in text:  # flat_weight and threads say what their None default means
-            text += f" (default {default})"
-        if f.name == "share_prefix":
-            g.add_argument(
-                "--no-share-prefix", dest="share_prefix", action="store_const", const=False, default=None, help=text
+def add_field_flags(group: Any, cls: type) -> None:
+    """One flag per field of the config dataclass ``cls``, built from the field's one definition (its
+    default and the help in its metadata, see :func:`fpp_init.config.option`). Defaults stay unset
+    (``None``) so that a config file and the flags combine, flags winning."""
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        name = meta.get("flag", flag(f.name))
+        if name is None:
+            continue
+        if "negative" in meta:  # a field that is on by default: the flag turns it off
+            group.add_argument(
+                "--no-" + name[2:], dest=f.name, action="store_const", const=False, default=None, help=meta["negative"]
             )
-        elif f.name in ("init", "autocast"):
-            choices = ["random", "predefined"] if f.name == "init" else ["auto", "off", "fp16", "bf16"]
-            g.add_argument(flag(f.name), choices=choices, default=None, help=text)
+            continue
+        text = f"{meta['help']} (default {meta.get('default_text') or _shown(f.default)})"
+        if "choices" in meta:
+            group.add_argument(name, dest=f.name, choices=list(meta["choices"]), default=None, help=text)
+        elif meta.get("parse") == "floats":
+            group.add_argument(name, dest=f.name, type=_floats, default=None, metavar=meta.get("metavar"), help=text)
         else:
-            kind = float if isinstance(default, float) or f.name == "flat_weight" else int
-            g.add_argument(flag(f.name), type=kind, default=None, metavar="N" if kind is int else "X", help=text)
+            kind = meta.get("type", type(f.default))
+            group.add_argument(name, dest=f.name, type=kind, default=None, metavar=meta.get("metavar"), help=text)
+
+
+def _shown(value: Any) -> str:
+    return ",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else str(value)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated numbers, got {text!r}") from None
+
+
+def fields_from_args(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The fields of ``cls`` whose flags were given."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
+
+
+def add_config_options(p: argparse.ArgumentParser) -> None:
+    """One flag per :class:`FPPConfig` field, plus ``--config FILE.toml``."""
+    p.add_argument("--config", metavar="FILE.toml", help="FPPConfig fields from a TOML file (flags override them)")
+    add_field_flags(p.add_argument_group("FPP hyperparameters (defaults: the paper's)"), FPPConfig)
 
 
 def config_from_args(args: argparse.Namespace) -> FPPConfig:
@@ -140,8 +146,7 @@ def config_from_args(args: argparse.Namespace) -> FPPConfig:
             base = FPPConfig.from_dict(table, strict=True)
         except ConfigError as exc:  # name the file, and the flag the field also has
             raise ConfigError(f"config file {args.config!r}: {in_flags(str(exc), exc.param)}", param="config") from None
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(FPPConfig) if getattr(args, f.name) is not None}
-    return base.replace(**given)
+    return base.replace(**fields_from_args(args, FPPConfig))
 
 
 def in_flags(message: str, param: str | None) -> str:

@@ -52,7 +52,11 @@ def register(sub: Any) -> None:
         "--checkpoint", metavar="PATH", help="save the run's state here; run the same command again to resume"
     )
     p.add_argument(
-        "--checkpoint-every", type=int, default=50, metavar="N", help="steps between checkpoints (default 50)"
+        "--checkpoint-every",
+        type=int,
+        default=const.DEFAULT_CHECKPOINT_EVERY,
+        metavar="N",
+        help=f"steps between checkpoints (default {const.DEFAULT_CHECKPOINT_EVERY})",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line (the JSON line stays)")
     add_config_options(p)

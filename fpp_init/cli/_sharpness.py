@@ -13,8 +13,16 @@ from .. import constants as const
 from .._io import check_writable_file
 from .._validate import check_int, check_str, check_template, is_prompt_path
 from ..config import SharpnessConfig
-from ..errors import ClassNameError, ConfigError
-from ._common import add_model_options, check_model_options, check_sources, model_reference, read_classnames
+from ..errors import ClassNameError
+from ._common import (
+    add_field_flags,
+    add_model_options,
+    check_model_options,
+    check_sources,
+    fields_from_args,
+    model_reference,
+    read_classnames,
+)
 
 
 def register(sub: Any) -> None:
@@ -39,41 +47,16 @@ def register(sub: Any) -> None:
         help=f"template the alignment is measured to (default: each file's template, else {const.DEFAULT_TEMPLATE!r})",
     )
     p.add_argument(
-        "--factors",
-        default="0,0.5,1,2,4",
-        help="noise scales as multiples of FPP's ctx/cls noise, comma-separated (default 0,0.5,1,2,4)",
-    )
-    p.add_argument("--draws", type=int, default=8, help="noise copies per scale (default 8)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise and directions (default 0)")
-    p.add_argument(
         "--plot",
         metavar="PNG",
         help="write a figure: the loss increase 1 - cos (lower is flatter) vs noise scale, along 1-D and 2-D slices",
     )
     p.add_argument("--dpi", type=int, default=100, help="figure resolution (default 100)")
     p.add_argument("--title", default=None, help="figure title (default: the prompts' names and how to read it)")
-    p.add_argument(
-        "--span", type=float, default=1.0, help="landscape half-width in unit steps (default 1: FPP's noise size)"
-    )
-    p.add_argument("--points", type=int, default=21, help="points of the 1-D slice (default 21)")
-    p.add_argument("--points2d", type=int, default=11, help="points per axis of the 2-D slice, 0 for none (default 11)")
-    p.add_argument(
-        "--direction-norm",
-        choices=["noise", "filter"],
-        default="noise",
-        help="size of a unit step along a landscape direction: FPP's ctx-noise size, the same for every prompt "
-        "(noise, default), or each ctx row's own norm (filter)",
-    )
+    add_field_flags(p.add_argument_group("what is measured"), SharpnessConfig)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     p.set_defaults(func=run)
-
-
-def _factors(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError as exc:
-        raise ConfigError(f"--factors must be comma-separated numbers, got {text!r}") from exc
 
 
 def format_table(results: list[Any]) -> str:
@@ -99,10 +82,7 @@ def _check(args: argparse.Namespace) -> SharpnessConfig:
         check_writable_file(args.plot, "--plot")
         check_int(args.dpi, "dpi", min=10, max=2400)
         check_str(args.title, "title", allow_none=True)
-    measure = SharpnessConfig(
-        factors=tuple(_factors(args.factors)), draws=args.draws, seed=args.seed, landscape=bool(args.plot),
-        span=args.span, points=args.points, points2d=args.points2d, direction_norm=args.direction_norm,
-    )  # fmt: skip
+    measure = SharpnessConfig().replace(**fields_from_args(args, SharpnessConfig), landscape=bool(args.plot))
     for text in args.prompts:
         if not is_prompt_path(text):
             check_template(text, "PROMPT")
