@@ -17,7 +17,7 @@ subprocess, N steps of
   the random start ``randn(n_ctx, D)``, then ``randn(K, N, D)`` per step, ``N`` the
   positions up to the last EOS of the class set);
 * ``package``: ``fpp_init.algorithm.optimize_flat_prompt`` on the tower of
-  ``fpp_init.backbones.text_model(model)`` and the prompts of ``build_class_prompts``
+  ``fpp_init.models.text_model(model)`` and the prompts of ``build_class_prompts``
   (``share_prefix`` and ``chunk_classes`` at their defaults).
 
 Each library's model has random weights and a text tower of the ViT-B/16 shape (width 512,
@@ -68,8 +68,8 @@ import torch
 from fpp_init import FPPConfig, import_clip
 from fpp_init._runtime import cpu_threads
 from fpp_init.algorithm import optimize_flat_prompt
-from fpp_init.backbones import build_class_prompts, text_model
-from fpp_init.backbones.clip import ClipTokenizer
+from fpp_init.models import build_class_prompts, text_model
+from fpp_init.models.clip import ClipTokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "classnames"
@@ -98,12 +98,15 @@ def class_names(case: str, limit: int | None, subset: int | None = None) -> tupl
 
 
 def _on_embeddings(
-    encode_ids: Callable[[torch.Tensor], torch.Tensor], embedding: torch.nn.Module, x: torch.Tensor, eot: torch.Tensor
+    encode_ids: Callable[[torch.Tensor], torch.Tensor],
+    embedding: torch.nn.Module,
+    x: torch.Tensor,
+    eot_pos: torch.Tensor,
 ) -> torch.Tensor:
     """A library's own text forward ``encode_ids(ids)`` on token embeddings ``x`` ``[B, 77, D]``: the
     token-embedding layer's output is replaced by ``x``; the ids only place the EOS for pooling."""
     ids = torch.zeros(x.shape[:2], dtype=torch.long, device=x.device)
-    ids[torch.arange(x.shape[0], device=x.device), eot] = EOT_ID
+    ids[torch.arange(x.shape[0], device=x.device), eot_pos] = EOT_ID
     handle = embedding.register_forward_hook(lambda module, args, out: x.to(out.dtype))
     try:
         return encode_ids(ids)
@@ -136,12 +139,12 @@ def _build_clip() -> torch.nn.Module:
     )
 
 
-def _encode_clip(model: torch.nn.Module, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+def _encode_clip(model: torch.nn.Module, x: torch.Tensor, eot_pos: torch.Tensor) -> torch.Tensor:
     """``model.encode_text`` on token embeddings ``x`` ``[B, 77, D]``: all 77 positions."""
     x = x + model.positional_embedding
     x = model.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
     x = model.ln_final(x)
-    return x[torch.arange(x.shape[0], device=x.device), eot] @ model.text_projection
+    return x[torch.arange(x.shape[0], device=x.device), eot_pos] @ model.text_projection
 
 
 def _build_open_clip() -> torch.nn.Module:
@@ -179,13 +182,13 @@ LIBRARIES = {
     "open_clip": Library(
         _build_open_clip,
         lambda m: m.token_embedding.weight,
-        lambda m, x, eot: _on_embeddings(m.encode_text, m.token_embedding, x, eot),
+        lambda m, x, eot_pos: _on_embeddings(m.encode_text, m.token_embedding, x, eot_pos),
     ),
     "transformers": Library(
         _build_transformers,
         lambda m: _hf_embedding(m).weight,
-        lambda m, x, eot: _on_embeddings(
-            lambda ids: _hf_features(m.get_text_features(input_ids=ids)), _hf_embedding(m), x, eot
+        lambda m, x, eot_pos: _on_embeddings(
+            lambda ids: _hf_features(m.get_text_features(input_ids=ids)), _hf_embedding(m), x, eot_pos
         ),
     ),
 }
@@ -210,7 +213,7 @@ def embed(library: str, model: torch.nn.Module, names: list[str]) -> tuple[torch
 def reference_run(
     encode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     emb: torch.Tensor,
-    eot: torch.Tensor,
+    eot_pos: torch.Tensor,
     n_ctx: int,
     cfg: FPPConfig,
     device: torch.device,
@@ -219,15 +222,15 @@ def reference_run(
         return f / f.norm(dim=-1, keepdim=True)
 
     c, length, width = emb.shape
-    k, used = cfg.num_noise, int(eot.max()) + 1
-    emb, eot = emb.to(device), eot.to(device)
+    k, used = cfg.num_noise, int(eot_pos.max()) + 1
+    emb, eot_pos = emb.to(device), eot_pos.to(device)
     gen = torch.Generator().manual_seed(cfg.seed)
 
     def prompts(ctx: torch.Tensor) -> torch.Tensor:
         return torch.cat([emb[:, :1], ctx[None].expand(c, -1, -1), emb[:, 1 + n_ctx :]], dim=1)
 
     with torch.no_grad():
-        target = norm(encode(prompts(emb[0, 1 : 1 + n_ctx]), eot))
+        target = norm(encode(prompts(emb[0, 1 : 1 + n_ctx]), eot_pos))
     ctx = torch.nn.Parameter((torch.randn(n_ctx, width, generator=gen) * cfg.init_std).to(device))
     opt = torch.optim.AdamW([ctx], lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps, eta_min=cfg.min_lr)
@@ -243,8 +246,8 @@ def reference_run(
         noise[:, 1 + n_ctx :] *= cfg.cls_noise
         with torch.no_grad():
             noisy = (prompts(ctx)[None] + noise.to(device)[:, None]).flatten(0, 1)
-            f_noisy = norm(encode(noisy, eot.repeat(k))).view(k, c, -1)
-        f = norm(encode(prompts(ctx), eot))
+            f_noisy = norm(encode(noisy, eot_pos.repeat(k))).view(k, c, -1)
+        f = norm(encode(prompts(ctx), eot_pos))
         align = f.shape[-1] * ((f - target) ** 2).mean()
         flat = -lam * (f[None] * f_noisy).sum(-1).mean()
         loss = align + flat
@@ -336,7 +339,7 @@ def child(args: argparse.Namespace) -> None:
         torch.set_num_threads(int(args.threads))
     names, _ = class_names(args.cases, args.limit, args.subset)
     model = build_model(args.library, device)
-    emb, eot, n_ctx = embed(args.library, model, names)
+    emb, eot_pos, n_ctx = embed(args.library, model, names)
     cfg = FPPConfig(steps=args.steps, seed=args.seed, autocast="off")
     mem = PeakMemory(device)
     out: dict[str, object] = {}
@@ -344,7 +347,7 @@ def child(args: argparse.Namespace) -> None:
         if args.child == "reference":
             encode = LIBRARIES[args.library].encode
             mem.start()
-            ctx, hist, times = reference_run(lambda x, e: encode(model, x, e), emb, eot, n_ctx, cfg, device)
+            ctx, hist, times = reference_run(lambda x, e: encode(model, x, e), emb, eot_pos, n_ctx, cfg, device)
             out["sec_per_step"] = sum(times) / len(times)
             out["sec_steps"] = times
         else:
@@ -389,14 +392,14 @@ def child(args: argparse.Namespace) -> None:
         out["ctx"] = ctx.tolist()
     except (MemoryError, RuntimeError) as err:
         out = {"failed": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}", "peak_bytes": mem.peak()}
-    out["eot"] = eot.tolist()
+    out["eot_pos"] = eot_pos.tolist()
     out["n_ctx"] = n_ctx
     out.setdefault("threads", torch.get_num_threads())
     Path(args.out).write_text(json.dumps(out))
 
 
 # -- parent --------------------------------------------------------------------------------
-def useful_flops(eot: list[int], n_ctx: int, k: int) -> float:
+def useful_flops(eot_pos: list[int], n_ctx: int, k: int) -> float:
     """FLOPs one step cannot avoid: per noise copy (K) and for the clean pass, the shared
     prefix (SOS + ctx) once and each class's positions up to its own EOS; the clean
     backward counted as one more forward (no weight gradients). Linear layers
@@ -405,9 +408,9 @@ def useful_flops(eot: list[int], n_ctx: int, k: int) -> float:
     p = 1 + n_ctx
     lin = 24 * WIDTH * WIDTH
     flops = p * lin + sum(4 * WIDTH * (i + 1) for i in range(p))
-    for e in eot:
+    for e in eot_pos:
         flops += (e + 1 - p) * lin + sum(4 * WIDTH * (i + 1) for i in range(p, e + 1))
-    flops = flops * LAYERS + len(eot) * 2 * WIDTH * EMBED
+    flops = flops * LAYERS + len(eot_pos) * 2 * WIDTH * EMBED
     return float(flops * (k + 2))
 
 
@@ -491,7 +494,7 @@ def compare(case: str, library: str, args: argparse.Namespace) -> dict:
             line["package_s_per_step_on_measured_classes"] = round(pkg_sub["sec_per_step"], 4)
             line["speedup_on_measured_classes"] = round(ref["sec_per_step"] / pkg_sub["sec_per_step"], 2)
             line.update({f"{k}_on_measured_classes": v for k, v in _diffs(ref, pkg_sub).items()})
-    flops = useful_flops(pkg["eot"], pkg["n_ctx"], FPPConfig().num_noise)
+    flops = useful_flops(pkg["eot_pos"], pkg["n_ctx"], FPPConfig().num_noise)
     line["useful_gflop_per_step"] = round(flops / 1e9, 2)
     line["useful_gflops"] = round(flops / 1e9 / pkg["sec_per_step"], 2)
     line["matmul_gflops"] = round(pkg["matmul_gflops"], 2)

@@ -85,7 +85,7 @@ DIST_LOST_GRACE = 2.0
 #: Largest dist_timeout accepted (a week).
 MAX_DIST_TIMEOUT = 7 * 24 * 3600.0
 
-# Model references (see fpp_init.backbones).
+# Model references (see fpp_init.models).
 OPEN_CLIP_PREFIX = "open_clip:"
 HF_PREFIX = "hf:"
 #: clip-anytorch's model names (``clip.available_models()``: OpenAI's released checkpoints).

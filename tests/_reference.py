@@ -9,18 +9,18 @@ from __future__ import annotations
 import torch
 
 
-def encode_embeddings(model: torch.nn.Module, emb: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+def encode_embeddings(model: torch.nn.Module, emb: torch.Tensor, eot_pos: torch.Tensor) -> torch.Tensor:
     """``model.encode_text`` on token embeddings instead of token ids."""
     x = emb.type(model.dtype) + model.positional_embedding.type(model.dtype)
     x = model.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
     x = model.ln_final(x).type(model.dtype)
-    return x[torch.arange(x.shape[0]), eot] @ model.text_projection
+    return x[torch.arange(x.shape[0]), eot_pos] @ model.text_projection
 
 
 def spec_losses(
     model: torch.nn.Module,
     emb: torch.Tensor,
-    eot: torch.Tensor,
+    eot_pos: torch.Tensor,
     n_ctx: int,
     predefined: torch.Tensor,
     ctx: torch.Tensor,
@@ -38,11 +38,11 @@ def spec_losses(
         return f / f.norm(dim=-1, keepdim=True)
 
     with torch.no_grad():
-        target = norm(encode_embeddings(model, with_ctx(predefined), eot))
-        clean = norm(encode_embeddings(model, with_ctx(ctx), eot))
+        target = norm(encode_embeddings(model, with_ctx(predefined), eot_pos))
+        clean = norm(encode_embeddings(model, with_ctx(ctx), eot_pos))
         k, c = noise.shape[0], emb.shape[0]
         noisy_in = (with_ctx(ctx)[None] + noise[:, None]).flatten(0, 1)
-        noisy = norm(encode_embeddings(model, noisy_in, eot.repeat(k))).view(k, c, -1)
+        noisy = norm(encode_embeddings(model, noisy_in, eot_pos.repeat(k))).view(k, c, -1)
     align = target.shape[-1] * torch.mean((clean - target) ** 2)
     flat = -flat_weight * torch.nn.functional.cosine_similarity(clean[None], noisy, dim=-1).mean()
     return float(align), float(flat)

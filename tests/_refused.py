@@ -29,7 +29,7 @@ def _preload() -> None:
 
     import fpp_init.api.zoo
     import fpp_init.cli  # noqa: F401
-    from fpp_init.backbones.clip import import_clip
+    from fpp_init.models.clip import import_clip
 
     toml = "tomllib" if sys.version_info >= (3, 11) else "tomli"
     for name in (toml, "huggingface_hub.file_download", "huggingface_hub.hf_api", "huggingface_hub.utils"):

@@ -12,7 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from random_clip import build_random_clip
 
-from fpp_init.backbones.clip import import_clip
+from fpp_init.models.clip import import_clip
 from fpp_init.towers import CausalTextTower, openai_spec
 
 # Tiny models: one thread is fastest, and avoids OpenMP spin-waits on a busy 2-core machine.

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fpp_init.backbones.clip import import_clip
+from fpp_init.models.clip import import_clip
 
 
 def tokenize(texts: list[str]) -> torch.Tensor:

@@ -318,11 +318,11 @@ def test_maple_runs_on_the_fast_exact_path(clip3: torch.nn.Module, depth: int) -
     (ref * weights).sum().backward()
     ref_grad, ctx.grad = ctx.grad, None
     head = torch.cat([p.prefix[0], ctx], 0)[None]
-    fast = tower.encode_shared_prefix(head, p.suffix[None], p.eot)[0]
+    fast = tower.encode_shared_prefix(head, p.suffix[None], p.eot_pos)[0]
     (fast * weights).sum().backward()
     torch.testing.assert_close(fast, ref.detach(), atol=1e-5, rtol=1e-5)
     # float32 rounding, relative to the gradient's scale (the module's own fp32 gradient is as far from fp64)
     scale = float(ref_grad.abs().max())
     torch.testing.assert_close(ctx.grad, ref_grad, atol=1e-6 * scale, rtol=0)
     with torch.no_grad():
-        torch.testing.assert_close(tower.encode(p.assemble(ctx), p.eot), ref.detach(), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(tower.encode(p.assemble(ctx), p.eot_pos), ref.detach(), atol=1e-5, rtol=1e-5)

@@ -11,7 +11,7 @@ from standins import AuxTextEncoder, TextEncoder
 
 from fpp_init import FPPConfig
 from fpp_init.algorithm import EmbeddedPrompts, optimize_flat_prompt, plan_chunks
-from fpp_init.backbones.clip import import_clip
+from fpp_init.models.clip import import_clip
 
 # prompt lengths 7..13 tokens: chunks of different lengths, padding inside a chunk
 NAMES = ["banded", "blotchy", "braided", "bubbly", "chequered_flag", "great white shark", "a long class name", "sea"]
@@ -24,20 +24,20 @@ def _embed(model, names=NAMES, template="a photo of a"):
     return tokens, emb, tokens.argmax(-1)
 
 
-def _prompts(emb, eot, n_pre=1, n_ctx=4):
-    return EmbeddedPrompts(prefix=emb[:, :n_pre], suffix=emb[:, n_pre + n_ctx :], eot=eot)
+def _prompts(emb, eot_pos, n_pre=1, n_ctx=4):
+    return EmbeddedPrompts(prefix=emb[:, :n_pre], suffix=emb[:, n_pre + n_ctx :], eot_pos=eot_pos)
 
 
 def test_truncated_encode_equals_encode_text(tiny_clip):
-    tokens, emb, eot = _embed(tiny_clip)
-    assert len(set(eot.tolist())) >= 3  # really different lengths in one batch
+    tokens, emb, eot_pos = _embed(tiny_clip)
+    assert len(set(eot_pos.tolist())) >= 3  # really different lengths in one batch
     tower = clip_tower(tiny_clip)
     with torch.no_grad():
         ref = tiny_clip.encode_text(tokens)
-        fast = tower.encode(emb, eot)
-        short = tower.encode(emb[:, : int(eot.max()) + 1], eot)  # the caller may truncate too
+        fast = tower.encode(emb, eot_pos)
+        short = tower.encode(emb[:, : int(eot_pos.max()) + 1], eot_pos)  # the caller may truncate too
     with torch.enable_grad():
-        graded = tower.encode(emb.requires_grad_(), eot)
+        graded = tower.encode(emb.requires_grad_(), eot_pos)
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
     assert torch.equal(short, fast)
     # the in-place (no autograd) and the autograd evaluation do the same arithmetic
@@ -46,7 +46,7 @@ def test_truncated_encode_equals_encode_text(tiny_clip):
 
 @pytest.mark.parametrize("n_pre", [5, 3, 1])
 def test_shared_prefix_equals_separate_prompts(tiny_clip, n_pre):
-    _, emb, eot = _embed(tiny_clip)
+    _, emb, eot_pos = _embed(tiny_clip)
     tower = clip_tower(tiny_clip)
     gen = torch.Generator().manual_seed(0)
     noise = 0.1 * torch.randn(3, emb.shape[1], emb.shape[2], generator=gen)  # one pattern per group
@@ -54,12 +54,12 @@ def test_shared_prefix_equals_separate_prompts(tiny_clip, n_pre):
     rest = emb[None, :, n_pre:] + noise[:, None, n_pre:]  # [G, C, R, D]
     full = torch.cat([heads[:, None].expand(-1, len(NAMES), -1, -1), rest], dim=2)
     with torch.no_grad():
-        shared = tower.encode_shared_prefix(heads, rest, eot)
-        separate = tower.encode(full.flatten(0, 1), eot.repeat(3)).view(3, len(NAMES), -1)
-        spec = encode_embeddings(tiny_clip, full.flatten(0, 1), eot.repeat(3)).view(3, len(NAMES), -1)
+        shared = tower.encode_shared_prefix(heads, rest, eot_pos)
+        separate = tower.encode(full.flatten(0, 1), eot_pos.repeat(3)).view(3, len(NAMES), -1)
+        spec = encode_embeddings(tiny_clip, full.flatten(0, 1), eot_pos.repeat(3)).view(3, len(NAMES), -1)
     with torch.enable_grad():
         h = heads.clone().requires_grad_()
-        graded = tower.encode_shared_prefix(h, rest, eot)
+        graded = tower.encode_shared_prefix(h, rest, eot_pos)
         graded.square().sum().backward()
     assert shared.shape == (3, len(NAMES), 64)
     torch.testing.assert_close(shared, separate, atol=1e-5, rtol=1e-5)
@@ -69,33 +69,33 @@ def test_shared_prefix_equals_separate_prompts(tiny_clip, n_pre):
 
 
 def test_shared_prefix_gradient_equals_separate(tiny_clip):
-    _, emb, eot = _embed(tiny_clip)
+    _, emb, eot_pos = _embed(tiny_clip)
     tower = clip_tower(tiny_clip)
     ctx = torch.randn(4, 128, generator=torch.Generator().manual_seed(1)) * 0.1
     grads = []
     for share in (True, False):
         c = ctx.clone().requires_grad_()
         if share:
-            out = tower.encode_shared_prefix(torch.cat([emb[0, :1], c])[None], emb[None, :, 5:], eot)[0]
+            out = tower.encode_shared_prefix(torch.cat([emb[0, :1], c])[None], emb[None, :, 5:], eot_pos)[0]
         else:
-            out = tower.encode(torch.cat([emb[:, :1], c[None].expand(len(NAMES), -1, -1), emb[:, 5:]], 1), eot)
+            out = tower.encode(torch.cat([emb[:, :1], c[None].expand(len(NAMES), -1, -1), emb[:, 5:]], 1), eot_pos)
         (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
         grads.append(c.grad)
     torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
 
 
 def test_tpt_text_encoders_match(tiny_clip):
-    tokens, emb, eot = _embed(tiny_clip)
+    tokens, emb, eot_pos = _embed(tiny_clip)
     x = emb.type(tiny_clip.dtype)
     with torch.no_grad():
         for enc in (TextEncoder(tiny_clip), AuxTextEncoder(tiny_clip)):
             tower = clip_tower(enc)
             assert is_fast_tower(enc)
             out = enc(x, tokens) if isinstance(enc, TextEncoder) else enc(x, tokens, None)[0]
-            torch.testing.assert_close(tower.encode(emb, eot), out, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(tower.encode(emb, eot_pos), out, atol=1e-5, rtol=1e-5)
 
 
-def _spec_run(model, emb, eot, n_ctx, cfg):
+def _spec_run(model, emb, eot_pos, n_ctx, cfg):
     """A straightforward full-length loop of the spec, the package's documented draw order."""
 
     def norm(f):
@@ -107,12 +107,12 @@ def _spec_run(model, emb, eot, n_ctx, cfg):
     c, length, width = emb.shape
     gen = torch.Generator().manual_seed(cfg.seed)
     with torch.no_grad():
-        target = norm(encode_embeddings(model, assemble(emb[0, 1 : 1 + n_ctx]), eot))
+        target = norm(encode_embeddings(model, assemble(emb[0, 1 : 1 + n_ctx]), eot_pos))
     ctx = torch.nn.Parameter(torch.randn(n_ctx, width, generator=gen) * cfg.init_std)
     opt = torch.optim.AdamW([ctx], lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps, eta_min=cfg.min_lr)
     losses = []
-    used = int(eot.max()) + 1  # noise is drawn for the rows up to the last EOS only
+    used = int(eot_pos.max()) + 1  # noise is drawn for the rows up to the last EOS only
     for _ in range(cfg.steps):
         noise = torch.zeros(cfg.num_noise, length, width)
         noise[:, :used] = torch.randn(cfg.num_noise, used, width, generator=gen)
@@ -121,8 +121,8 @@ def _spec_run(model, emb, eot, n_ctx, cfg):
         noise[:, 1 + n_ctx :] *= cfg.cls_noise
         with torch.no_grad():
             noisy_in = (assemble(ctx)[None] + noise[:, None]).flatten(0, 1)
-            noisy = norm(encode_embeddings(model, noisy_in, eot.repeat(cfg.num_noise))).view(cfg.num_noise, c, -1)
-        f = norm(encode_embeddings(model, assemble(ctx), eot))
+            noisy = norm(encode_embeddings(model, noisy_in, eot_pos.repeat(cfg.num_noise))).view(cfg.num_noise, c, -1)
+        f = norm(encode_embeddings(model, assemble(ctx), eot_pos))
         align = f.shape[-1] * ((f - target) ** 2).mean()
         flat = -(1 + 15 / c) * (f[None] * noisy).sum(-1).mean()
         opt.zero_grad()
@@ -134,21 +134,21 @@ def _spec_run(model, emb, eot, n_ctx, cfg):
 
 
 def test_optimiser_equals_straightforward_loop(tiny_clip):
-    _, emb, eot = _embed(tiny_clip)
+    _, emb, eot_pos = _embed(tiny_clip)
     cfg = FPPConfig(steps=3, seed=3, autocast="off")
-    want_ctx, want_losses = _spec_run(tiny_clip, emb, eot, 4, cfg)
+    want_ctx, want_losses = _spec_run(tiny_clip, emb, eot_pos, 4, cfg)
     for chunk, share in [(128, True), (2, True), (3, False)]:
         run = cfg.replace(chunk_classes=chunk, share_prefix=share)
-        res = optimize_flat_prompt(clip_tower(tiny_clip), _prompts(emb, eot), emb[0, 1:5], run, progress=False)
+        res = optimize_flat_prompt(clip_tower(tiny_clip), _prompts(emb, eot_pos), emb[0, 1:5], run, progress=False)
         torch.testing.assert_close(res.ctx, want_ctx, atol=1e-5, rtol=0)
         got = [v for pair in zip(res.history["align"], res.history["flat"], strict=True) for v in pair]
         assert got == pytest.approx(want_losses, abs=1e-5)
 
 
 def test_chunked_equals_unchunked(tiny_clip):
-    _, emb, eot = _embed(tiny_clip)
+    _, emb, eot_pos = _embed(tiny_clip)
     tower = clip_tower(tiny_clip)
-    prompts = _prompts(emb, eot)
+    prompts = _prompts(emb, eot_pos)
     cfg = FPPConfig(steps=3, seed=5)
     results = {}
     for chunk, share in [(1000, True), (2, True), (1, True), (1000, False), (2, False)]:
@@ -162,15 +162,15 @@ def test_chunked_equals_unchunked(tiny_clip):
 
 
 def test_plan_chunks_groups_by_length():
-    eot = torch.tensor([9, 7, 8, 7, 17, 8, 8, 9, 7, 12])
+    eot_pos = torch.tensor([9, 7, 8, 7, 17, 8, 8, 9, 7, 12])
     for limit in (1, 2, 3, 100):
-        chunks = plan_chunks(eot + 1 - 5, limit, 5 + 16)
+        chunks = plan_chunks(eot_pos + 1 - 5, limit, 5 + 16)
         flat = torch.cat(chunks)
-        assert sorted(flat.tolist()) == list(range(len(eot)))  # each class exactly once
+        assert sorted(flat.tolist()) == list(range(len(eot_pos)))  # each class exactly once
         assert all(0 < len(ch) <= limit for ch in chunks)
-        assert eot[flat].tolist() == sorted(eot.tolist())  # sorted by prompt length
+        assert eot_pos[flat].tolist() == sorted(eot_pos.tolist())  # sorted by prompt length
     # the single long prompt is not allowed to pad every other one to 13 rows
-    assert [len(ch) for ch in plan_chunks(eot + 1 - 5, 100, 5 + 16)][-1] <= 2
+    assert [len(ch) for ch in plan_chunks(eot_pos + 1 - 5, 100, 5 + 16)][-1] <= 2
 
 
 def test_unsupported_towers_are_detected():
@@ -191,11 +191,11 @@ def test_unsupported_towers_are_detected():
 
 
 def test_bf16_autocast_on_cpu_keeps_fp32_master(tiny_clip):
-    _, emb, eot = _embed(tiny_clip, NAMES[:4])
+    _, emb, eot_pos = _embed(tiny_clip, NAMES[:4])
     tower = clip_tower(tiny_clip)
     cfg = FPPConfig(steps=2, seed=0)
-    exact = optimize_flat_prompt(tower, _prompts(emb, eot), emb[0, 1:5], cfg, progress=False)
-    low = optimize_flat_prompt(tower, _prompts(emb, eot), emb[0, 1:5], cfg.replace(autocast="bf16"), progress=False)
+    exact = optimize_flat_prompt(tower, _prompts(emb, eot_pos), emb[0, 1:5], cfg, progress=False)
+    low = optimize_flat_prompt(tower, _prompts(emb, eot_pos), emb[0, 1:5], cfg.replace(autocast="bf16"), progress=False)
     assert low.ctx.dtype == torch.float32 and bool(torch.isfinite(low.ctx).all())
     assert low.ctx.shape == exact.ctx.shape and not torch.equal(low.ctx, exact.ctx)  # it did run in bf16
     assert low.history["align"][0] == pytest.approx(exact.history["align"][0], rel=0.05)
@@ -210,13 +210,13 @@ def test_fp64_tower_runs_in_fp64_on_every_path(tiny_clip):
     from fpp_init.towers import CallableTextTower
 
     model = to_float64(tiny_clip)
-    _, emb, eot = _embed(model)
+    _, emb, eot_pos = _embed(model)
     emb = emb.double()
     tower = clip_tower(model)
     assert tower.dtype == torch.float64
     with torch.no_grad():
-        fast = tower.encode(emb, eot)
-        ref = encode_embeddings(model, emb, eot)
+        fast = tower.encode(emb, eot_pos)
+        ref = encode_embeddings(model, emb, eot_pos)
     assert fast.dtype == torch.float64
     torch.testing.assert_close(fast, ref, atol=1e-12, rtol=0)
 
@@ -226,7 +226,7 @@ def test_fp64_tower_runs_in_fp64_on_every_path(tiny_clip):
     slow = CallableTextTower(
         module, width=128, context_length=77, dtype=torch.float64, device=torch.device("cpu"), fingerprint=str
     )
-    prompts, cfg = _prompts(emb, eot), FPPConfig(steps=4, seed=0)
+    prompts, cfg = _prompts(emb, eot_pos), FPPConfig(steps=4, seed=0)
     traces = {}
     for name, t in {"fast": tower, "module": slow}.items():
         traces[name] = Trace()
@@ -236,7 +236,7 @@ def test_fp64_tower_runs_in_fp64_on_every_path(tiny_clip):
     torch.testing.assert_close(fast_path, own, atol=1e-12, rtol=0)
     # the fp32 run is another trajectory: rounding, not the maths, separates them
     f32 = Trace()
-    optimize_flat_prompt(clip_tower(tiny_clip), _prompts(emb.float(), eot), emb[0, 1:5].float(), cfg, progress=False,
+    optimize_flat_prompt(clip_tower(tiny_clip), _prompts(emb.float(), eot_pos), emb[0, 1:5].float(), cfg, progress=False,
                          checkpoint=f32)  # fmt: skip
     gap = float((f32.trajectory() - own).abs().max())
     assert 1e-9 < gap < 1e-5

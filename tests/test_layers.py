@@ -25,7 +25,7 @@ LAYERS = {
     "metrics": 3,
     "towers": 3,
     "algorithm": 4,
-    "backbones": 5,
+    "models": 5,
     "artifacts": 5,
     "adapters": 5,
     "api": 6,
@@ -34,7 +34,7 @@ LAYERS = {
     "__main__": 8,
 }
 # the three middle rooms know nothing of each other
-SIBLINGS_APART = {"backbones", "artifacts", "adapters"}
+SIBLINGS_APART = {"models", "artifacts", "adapters"}
 
 
 def _unit(module: str) -> str:
@@ -129,4 +129,4 @@ def test_adapters_never_import_the_pip_clip_package() -> None:
         for node in ast.walk(tree):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
             mod = node.module if isinstance(node, ast.ImportFrom) else None
-            assert "clip" not in names and mod != "clip" and "backbones" not in (mod or ""), path
+            assert "clip" not in names and mod != "clip" and "models" not in (mod or ""), path

@@ -42,7 +42,7 @@ def test_clip_imports_without_pkg_resources(setup):
         except ImportError:
             pass
         import fpp_init
-        from fpp_init.backbones.clip import ClipTokenizer
+        from fpp_init.models.clip import ClipTokenizer
         clip = fpp_init.import_clip()  # the public, documented way
         assert clip.tokenize(["a photo of a dog."]).shape == (1, 77)
         assert len(ClipTokenizer().encode("a photo of a")) == 4

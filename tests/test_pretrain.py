@@ -10,7 +10,7 @@ from conftest import build_tiny_clip, clip_tower, save_and_load
 import fpp_init
 from fpp_init import FPPConfig
 from fpp_init.algorithm import draw_noise
-from fpp_init.backbones.clip import import_clip
+from fpp_init.models.clip import import_clip
 
 NAMES = ["banded", "blotchy", "braided", "bubbly", "chequered_flag"]
 
@@ -24,13 +24,13 @@ def _embed(model, names, template="a photo of a"):
 
 
 def test_fast_tower_reproduces_encode_text(tiny_clip):
-    tokens, emb, eot = _embed(tiny_clip, NAMES)
+    tokens, emb, eot_pos = _embed(tiny_clip, NAMES)
     tower = clip_tower(tiny_clip)
     with torch.no_grad():
         ref = tiny_clip.encode_text(tokens)
-        fast = tower.encode(emb, eot)
-        shared = tower.encode_shared_prefix(emb[:1, :5], emb[None, :, 5:], eot)[0]
-        mine = encode_embeddings(tiny_clip, emb, eot)
+        fast = tower.encode(emb, eot_pos)
+        shared = tower.encode_shared_prefix(emb[:1, :5], emb[None, :, 5:], eot_pos)[0]
+        mine = encode_embeddings(tiny_clip, emb, eot_pos)
     assert ref.shape == fast.shape == (len(NAMES), 64)
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(shared, ref, atol=1e-5, rtol=1e-5)
@@ -42,18 +42,18 @@ def test_step0_losses_match_direct_computation(tiny_clip, share_prefix):
     cfg = FPPConfig(steps=1, seed=7, share_prefix=share_prefix)
     prompt = fpp_init.pretrain_flat_prompt(tiny_clip, NAMES, config=cfg, progress=False)
 
-    _, emb, eot = _embed(tiny_clip, NAMES)
+    _, emb, eot_pos = _embed(tiny_clip, NAMES)
     n_ctx = 4
     gen = torch.Generator().manual_seed(7)
     start = torch.randn(n_ctx, emb.shape[-1], generator=gen) * cfg.init_std
-    used = int(eot.max()) + 1  # noise is drawn for the rows up to the last EOS; later rows never matter
+    used = int(eot_pos.max()) + 1  # noise is drawn for the rows up to the last EOS; later rows never matter
     noise = torch.zeros(cfg.num_noise, 77, emb.shape[-1])
     noise[:, :used] = torch.randn(cfg.num_noise, used, emb.shape[-1], generator=gen)
     noise[:, 1 : 1 + n_ctx] *= cfg.ctx_noise
     noise[:, :1] *= cfg.cls_noise
     noise[:, 1 + n_ctx :] *= cfg.cls_noise
     lam = 1 + 15 / len(NAMES)
-    align, flat = spec_losses(tiny_clip, emb, eot, n_ctx, emb[0, 1:5], start, noise, lam)
+    align, flat = spec_losses(tiny_clip, emb, eot_pos, n_ctx, emb[0, 1:5], start, noise, lam)
 
     assert prompt.history["align"][0] == pytest.approx(align, rel=1e-5, abs=1e-6)
     assert prompt.history["flat"][0] == pytest.approx(flat, rel=1e-5, abs=1e-6)

@@ -14,8 +14,8 @@ import fpp_init
 from fpp_init import ConfigError, PlotDependencyError, PromptShapeError
 from fpp_init import constants as C
 from fpp_init.algorithm import measure_sharpness
-from fpp_init.backbones import build_class_prompts, text_model
 from fpp_init.cli import main
+from fpp_init.models import build_class_prompts, text_model
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -25,13 +25,13 @@ def fpp_prompt(tiny_clip: torch.nn.Module, dtd_names: list[str]) -> fpp_init.FPP
     return fpp_init.pretrain_flat_prompt(tiny_clip, dtd_names, steps=40, progress=False)
 
 
-def _direct_features(model: torch.nn.Module, emb: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+def _direct_features(model: torch.nn.Module, emb: torch.Tensor, eot_pos: torch.Tensor) -> torch.Tensor:
     """Plain full-length CLIP text forward on embeddings (independent of the fast tower)."""
     emb = torch.nn.functional.pad(emb, (0, 0, 0, 77 - emb.shape[1]))  # rows after the EOS never matter
     x = emb + model.positional_embedding
     x = model.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
     x = model.ln_final(x)
-    f = x[torch.arange(x.shape[0]), eot] @ model.text_projection
+    f = x[torch.arange(x.shape[0]), eot_pos] @ model.text_projection
     return f / f.norm(dim=-1, keepdim=True)
 
 
@@ -43,7 +43,7 @@ def test_cos_drop_equals_direct_computation(tiny_clip: torch.nn.Module, dtd_name
     # rebuild the same noise: randn(draws, rows used, D) from a generator seeded 7, ctx rows x0.0707, others x0.1414
     inputs = build_class_prompts(text_model(tiny_clip), names)
     p = inputs.prompts
-    used = int(p.eot.max()) + 1
+    used = int(p.eot_pos.max()) + 1
     noise = torch.zeros(2, 77, 128)  # rows after the last EOS: no noise (they never matter)
     noise[:, :used] = torch.randn(2, used, 128, generator=torch.Generator().manual_seed(7))
     scale = torch.full((77, 1), C.DEFAULT_CLS_NOISE)
@@ -51,12 +51,12 @@ def test_cos_drop_equals_direct_computation(tiny_clip: torch.nn.Module, dtd_name
     noise = noise * scale
     full = p.assemble(ctx)
     with torch.no_grad():
-        clean = _direct_features(tiny_clip, full, p.eot)
+        clean = _direct_features(tiny_clip, full, p.eot_pos)
         for factor, got in zip([1, 2], res.cos_drop[1:], strict=True):
-            noisy = torch.stack([_direct_features(tiny_clip, full + factor * n[:used], p.eot) for n in noise])
+            noisy = torch.stack([_direct_features(tiny_clip, full + factor * n[:used], p.eot_pos) for n in noise])
             want = float((1 - (noisy * clean).sum(-1)).mean())
             assert got == pytest.approx(want, abs=2e-5)
-        target = _direct_features(tiny_clip, p.assemble(inputs.predefined_ctx), p.eot)
+        target = _direct_features(tiny_clip, p.assemble(inputs.predefined_ctx), p.eot_pos)
     assert res.align == pytest.approx(float(((clean - target) ** 2).sum(-1).mean()), abs=2e-5)
     assert res.cos_drop[0] == 0.0 and res.factors == [0.0, 1.0, 2.0]
     assert (res.n_ctx, res.num_classes, res.draws, res.seed) == (4, 4, 2, 7)
@@ -164,7 +164,7 @@ def test_core_runs_on_prompts_with_a_longer_prefix(tiny_clip: torch.nn.Module, d
     two = fpp_init.algorithm.EmbeddedPrompts(
         prefix=torch.cat([p.prefix, inputs.predefined_ctx[None, :1].expand(3, -1, -1)], dim=1),
         suffix=p.suffix,
-        eot=p.eot,
+        eot_pos=p.eot_pos,
     )
     ctx = inputs.predefined_ctx[1:]
     kw = dict(config=fpp_init.FPPConfig(), options=fpp_init.SharpnessConfig(factors=(0, 1), draws=2))
@@ -261,7 +261,7 @@ def test_every_panel_is_the_loss_increase(tiny_clip: torch.nn.Module, dtd_names:
     land = res.landscape
     assert land is not None and land.norm == "noise" and land.alphas == land.alphas2d == [-1.0, 0.0, 1.0]
     p = build_class_prompts(text_model(tiny_clip), names).prompts
-    used = int(p.eot.max()) + 1
+    used = int(p.eot_pos.max()) + 1
     g = torch.Generator().manual_seed(7)
     torch.randn(2, used, 128, generator=g)  # the noise draws come first
     dirs = torch.randn(2, 4, 128, generator=g)
@@ -269,8 +269,8 @@ def test_every_panel_is_the_loss_increase(tiny_clip: torch.nn.Module, dtd_names:
 
     def increase(at: torch.Tensor) -> float:
         with torch.no_grad():
-            clean = _direct_features(tiny_clip, p.assemble(ctx), p.eot)
-            moved = _direct_features(tiny_clip, p.assemble(at), p.eot)
+            clean = _direct_features(tiny_clip, p.assemble(ctx), p.eot_pos)
+            moved = _direct_features(tiny_clip, p.assemble(at), p.eot_pos)
         return float((1 - torch.nn.functional.cosine_similarity(moved, clean, dim=-1)).mean())
 
     for i, a in enumerate(land.alphas):

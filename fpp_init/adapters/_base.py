@@ -257,15 +257,15 @@ class PromptDesign:
         return EmbeddedPrompts(
             prefix=lrn.token_prefix.detach(),
             suffix=lrn.token_suffix.detach(),
-            eot=lrn.tokenized_prompts.argmax(dim=-1),
+            eot_pos=lrn.tokenized_prompts.argmax(dim=-1),
         )
 
     def prompts_digest(self) -> str:
         """Hash of what the class set contributes (embeddings up to the last EOS, EOS positions)."""
         p = self.embedded()
-        n_used = int(p.eot.max()) + 1
+        n_used = int(p.eot_pos.max()) + 1
         h = hashlib.sha256()
-        for t in (p.prefix, p.suffix[:, : n_used - self.ctx_start - self.n_ctx], p.eot):
+        for t in (p.prefix, p.suffix[:, : n_used - self.ctx_start - self.n_ctx], p.eot_pos):
             t = t.detach().to("cpu").contiguous()
             h.update(str((tuple(t.shape), str(t.dtype))).encode())
             h.update(t.float().numpy().tobytes() if t.is_floating_point() else t.numpy().tobytes())
@@ -363,11 +363,11 @@ class PromptDesign:
         p = self.embedded()
         n = min(2, p.num_classes)
         ctx = self.current_init().to(p.prefix.device, p.prefix.dtype)
-        x = EmbeddedPrompts(p.prefix[:n], p.suffix[:n], p.eot[:n]).assemble(ctx).to(self.device)
+        x = EmbeddedPrompts(p.prefix[:n], p.suffix[:n], p.eot_pos[:n]).assemble(ctx).to(self.device)
         tokens = self.learner.tokenized_prompts[:n].to(self.device)
         with torch.no_grad():
             ref = self.encode(x.to(tower.dtype), tokens).float()
-            got = tower.encode(x, p.eot[:n]).float()
+            got = tower.encode(x, p.eot_pos[:n]).float()
         scale = float(ref.abs().max()) or 1.0
         tol = 1e-2 if tower.dtype == torch.float16 else 1e-4
         return ref.shape == got.shape and float((ref - got).abs().max()) <= tol * scale

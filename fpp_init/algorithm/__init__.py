@@ -6,10 +6,10 @@ Knows nothing of files, the Hub, CLIP libraries or upstream repositories: it wor
 
 from __future__ import annotations
 
+from .embedded import EmbeddedPrompts, plan_chunks, shard_classes
 from .features import ClassFeatures, normalize
 from .noise import draw_noise
 from .optimizer import Checkpointing, FPPResult, Shard, TrainState, initial_ctx, optimize_flat_prompt
-from .prompts import EmbeddedPrompts, plan_chunks, shard_classes
 from .sharpness import Landscape, SharpnessResult, measure_sharpness
 
 __all__ = [

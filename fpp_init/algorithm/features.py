@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..towers import TextTower
-from .prompts import EmbeddedPrompts, plan_chunks
+from .embedded import EmbeddedPrompts, plan_chunks
 
 __all__ = ["ClassFeatures", "normalize"]
 
@@ -56,7 +56,7 @@ class ClassFeatures:
         self.head_length = self.ctx_start + n_ctx  # rows before the class: prefix + ctx
         self.share = share_prefix and tower.supports_shared_prefix and prompts.shares_prefix()
         overhead = chunk_overhead(device) + self.head_length
-        rows = prompts.eot.cpu() + 1 - self.head_length
+        rows = prompts.eot_pos.cpu() + 1 - self.head_length
         self.class_index = plan_chunks(rows, chunk_classes, overhead)
         self.chunks = [prompts.select(idx, n_ctx, device) for idx in self.class_index]
 
@@ -71,7 +71,7 @@ class ClassFeatures:
             if noise is not None:
                 head = head + noise[:, : self.head_length]
                 rest = rest + noise[:, None, self.head_length : n]
-            return normalize(self.tower.encode_shared_prefix(head, rest, chunk.eot))
+            return normalize(self.tower.encode_shared_prefix(head, rest, chunk.eot_pos))
         classes = chunk.num_classes
         full = torch.cat(
             [
@@ -83,7 +83,7 @@ class ClassFeatures:
         )
         if noise is not None:
             full = full + noise[:, None, :n]
-        feats = self.tower.encode(full.flatten(0, 1), chunk.eot.repeat(groups))
+        feats = self.tower.encode(full.flatten(0, 1), chunk.eot_pos.repeat(groups))
         return normalize(feats).view(groups, classes, -1)
 
     def all_classes(self, ctxs: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:

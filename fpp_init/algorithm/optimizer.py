@@ -38,9 +38,9 @@ from .. import constants as const
 from ..config import FPPConfig
 from ..errors import FPPWarning, LongRunWarning, NonFiniteError, PromptShapeError
 from ..towers import TextTower
+from .embedded import EmbeddedPrompts, shard_classes
 from .features import ClassFeatures
 from .noise import draw_noise
-from .prompts import EmbeddedPrompts, shard_classes
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def _work_prompts(
         suffix = suffix.clone()
         suffix[:, :2] = torch.randn(prompts.num_classes, 2, suffix.shape[-1], generator=generator) * std + mean
     keep = prompts.used_length - prompts.ctx_start - n_ctx
-    return EmbeddedPrompts(prompts.prefix.detach().to(dtype), suffix[:, :keep], prompts.eot.cpu())
+    return EmbeddedPrompts(prompts.prefix.detach().to(dtype), suffix[:, :keep], prompts.eot_pos.cpu())
 
 
 def _history(records: torch.Tensor, lam: float) -> dict[str, list[float]]:
@@ -185,7 +185,7 @@ class _Run:
             work.num_classes, work.used_length, work.ctx_start, n_ctx, width,
         )  # fmt: skip
         if self.shard is not None:  # this rank's classes only; the noise is drawn for the whole set
-            local = shard_classes(work.eot + 1, self.shard.rank, self.shard.world)
+            local = shard_classes(work.eot_pos + 1, self.shard.rank, self.shard.world)
             work = work.select(local, n_ctx) if len(local) else None  # type: ignore[assignment]
         self.features = None if work is None else ClassFeatures(
             tower, work, n_ctx, chunk_classes=config.chunk_classes, share_prefix=config.share_prefix, device=device

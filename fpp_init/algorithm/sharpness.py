@@ -42,9 +42,9 @@ from tqdm.auto import tqdm
 from ..config import FPPConfig, SharpnessConfig
 from ..errors import ConfigError, NonFiniteError, PromptShapeError
 from ..towers import TextTower
+from .embedded import EmbeddedPrompts
 from .features import ClassFeatures
 from .noise import draw_noise
-from .prompts import EmbeddedPrompts
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ def measure_sharpness(
         )
     device = device or tower.device
     n_ctx, width = ctx.shape
-    prompts = EmbeddedPrompts(prompts.prefix.detach().float(), prompts.suffix.detach().float(), prompts.eot.cpu())
+    prompts = EmbeddedPrompts(prompts.prefix.detach().float(), prompts.suffix.detach().float(), prompts.eot_pos.cpu())
     gen = torch.Generator(device="cpu").manual_seed(options.seed)
     base = draw_noise(
         gen, options.draws, prompts.used_length, width, ctx_start=prompts.ctx_start, n_ctx=n_ctx,

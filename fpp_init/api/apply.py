@@ -21,10 +21,10 @@ from ..algorithm import optimize_flat_prompt
 from ..artifacts import FPPPrompt, as_prompt
 from ..artifacts.cache import CacheRequest, PromptCache
 from ..artifacts.export import PromptSource
-from ..artifacts.prompt import current_ctx
-from ..backbones.clip import infer_backbone
+from ..artifacts.fpp_prompt import current_ctx
 from ..config import FPPConfig, as_config
 from ..errors import BeyondPaperWarning, ConfigError, PromptMismatchError, PromptMismatchWarning
+from ..models.clip import infer_backbone
 from .pretrain import prompt_from_result
 
 logger = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from torch import nn
 
 from .. import constants as const
 from .._validate import check_bool, check_device, default_device
-from ..backbones.clip import clip_load
-from ..backbones.clip import import_clip as _import_clip
+from ..models.clip import clip_load
+from ..models.clip import import_clip as _import_clip
 
 __all__ = ["import_clip", "load_clip"]
 

@@ -9,9 +9,9 @@ import torch
 
 from .._validate import check_device, check_dtype, check_int, check_str
 from ..artifacts import FPPPrompt, HubOptions, read_source
-from ..artifacts.prompt import current_ctx
-from ..backbones import text_model
+from ..artifacts.fpp_prompt import current_ctx
 from ..errors import PromptMismatchError
+from ..models import text_model
 
 __all__ = ["load_fpp_prompt"]
 

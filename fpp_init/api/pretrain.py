@@ -18,9 +18,9 @@ from .._validate import check_bool, check_cache, check_classnames, check_ctx, ch
 from ..algorithm import FPPResult, optimize_flat_prompt
 from ..artifacts import FPPPrompt
 from ..artifacts.cache import CacheRequest, PromptCache
-from ..backbones import ClassPrompts, TextModel, build_class_prompts, text_model
 from ..config import FPPConfig, as_config
 from ..errors import ClassNameError, ConfigError
+from ..models import ClassPrompts, TextModel, build_class_prompts, text_model
 from . import _distributed
 from ._checkpoint import FileCheckpoint
 

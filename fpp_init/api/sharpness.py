@@ -17,9 +17,9 @@ from .._validate import check_bool, check_classnames, check_ctx, check_device, c
 from ..adapters import detect
 from ..algorithm import SharpnessResult, measure_sharpness
 from ..artifacts import FPPPrompt, is_prompt_path, read_source
-from ..backbones import build_class_prompts, text_model
 from ..config import FPPConfig, SharpnessConfig, as_config
 from ..errors import ClassNameError, ConfigError, ContextLengthWarning, PromptMismatchWarning, TemplateError
+from ..models import build_class_prompts, text_model
 from .apply import FPPHandle
 
 __all__ = ["sharpness"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from .export import build_hub_folder, collect_prompts, export_coop
 from .files import PromptFile, read_prompt_file
+from .fpp_prompt import FPPPrompt, prompt_bytes, save_fpp_prompt
 from .hub import HubRef, default_filename, parse_hub_ref
-from .prompt import FPPPrompt, prompt_bytes, save_fpp_prompt
 from .sources import HubOptions, as_prompt, is_prompt_path, read_source, resolve_path
 
 __all__ = [

@@ -31,7 +31,7 @@ from .._version import __version__
 from ..config import FPPConfig
 from ..errors import CacheWarning, FPPError
 from .files import read_prompt_file
-from .prompt import FPPPrompt, prompt_bytes
+from .fpp_prompt import FPPPrompt, prompt_bytes
 
 logger = logging.getLogger(__name__)
 

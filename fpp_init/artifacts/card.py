@@ -13,8 +13,8 @@ from typing import Any
 
 from .. import constants as const
 from .._version import __version__
+from .fpp_prompt import FPPPrompt
 from .hub import base_model_id
-from .prompt import FPPPrompt
 
 __all__ = ["file_record", "records_in_card", "merge_records", "model_card"]
 

@@ -27,8 +27,8 @@ from .._io import atomic_write_bytes, check_writable_dir, os_errors, remove_stal
 from .._validate import check_bool, check_file_name, check_int, check_path, check_str
 from ..errors import ConfigError, OutputError
 from .card import file_record, merge_records, model_card, records_in_card
+from .fpp_prompt import FPPPrompt, current_ctx, prompt_bytes
 from .hub import check_repo_id, default_filename
-from .prompt import FPPPrompt, current_ctx, prompt_bytes
 from .sources import as_prompt
 
 __all__ = ["export_coop", "collect_prompts", "build_hub_folder", "plan_file_names", "PromptSource"]

@@ -20,7 +20,7 @@ from .._io import NESTED_TOO_DEEPLY, read_regular_file
 from .._runtime import load_tensors_only
 from .._validate import check_ctx
 from ..errors import PickleFileError, PromptFileError, PromptFormatError, PromptVersionError
-from .prompt import FPPPrompt
+from .fpp_prompt import FPPPrompt
 
 __all__ = ["PromptFile", "read_prompt_file", "looks_like_pickle"]
 

@@ -31,7 +31,7 @@ from .._hubenv import check_repo_id, hub_endpoint, hub_offline, hub_reachable, q
 from .._validate import check_str
 from .._version import __version__
 from ..errors import ConfigError, HubError
-from .prompt import FPPPrompt
+from .fpp_prompt import FPPPrompt
 
 logger = logging.getLogger(__name__)
 

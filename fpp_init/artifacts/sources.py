@@ -13,7 +13,7 @@ from .._validate import check_bool, check_ctx, check_path, check_prompt_path, ch
 from ..errors import ConfigError, HubError, PickleFileError
 from . import hub
 from .files import PromptFile, read_prompt_file
-from .prompt import FPPPrompt, current_ctx
+from .fpp_prompt import FPPPrompt, current_ctx
 
 __all__ = ["HubOptions", "resolve_path", "read_source", "as_prompt", "is_prompt_path"]
 

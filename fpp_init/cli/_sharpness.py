@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     names = read_classnames(args.classnames) if args.classnames else None
     from ..api import sharpness
     from ..artifacts import read_source
-    from ..backbones import text_model
+    from ..models import text_model
 
     items: list[tuple[str, Any]] = []
     for text in args.prompts:

@@ -26,7 +26,7 @@ __all__ = [
 class TextTower(Protocol):
     """What the FPP optimiser and the sharpness measure need from a text encoder.
 
-    Inputs are token embeddings *without* the positional embedding. ``eot`` are the
+    Inputs are token embeddings *without* the positional embedding. ``eot_pos`` are the
     positions whose hidden state becomes the feature (the EOS token for CLIP's pooling).
     """
 
@@ -47,15 +47,15 @@ class TextTower(Protocol):
         """Where the tower's weights are."""
         ...
 
-    def encode(self, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
-        """Features ``[B, E]`` of embedded prompts ``x`` ``[B, >=max(eot)+1, D]``, read at ``eot`` ``[B]``."""
+    def encode(self, x: torch.Tensor, eot_pos: torch.Tensor) -> torch.Tensor:
+        """Features ``[B, E]`` of embedded prompts ``x`` ``[B, >=max(eot_pos)+1, D]``, read at ``eot_pos`` ``[B]``."""
         ...
 
-    def encode_shared_prefix(self, prefix: torch.Tensor, rest: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+    def encode_shared_prefix(self, prefix: torch.Tensor, rest: torch.Tensor, eot_pos: torch.Tensor) -> torch.Tensor:
         """Features ``[G, C, E]`` of prompts ``cat(prefix[g], rest[g, c])``.
 
         ``prefix`` ``[G, P, D]`` is shared by the ``C`` prompts of group ``g``; ``rest`` is
-        ``[G, C, R, D]``; ``eot`` ``[C]`` are absolute positions (all ``>= P``).
+        ``[G, C, R, D]``; ``eot_pos`` ``[C]`` are absolute positions (all ``>= P``).
         """
         ...
 

@@ -184,11 +184,11 @@ class CausalTextTower:
         return x if proj is None else x.to(proj.dtype) @ proj
 
     # -- public -------------------------------------------------------------------------
-    def encode(self, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
-        """Features ``[B, E]`` of embedded prompts ``x`` ``[B, >=max(eot)+1, D]`` read at ``eot``."""
+    def encode(self, x: torch.Tensor, eot_pos: torch.Tensor) -> torch.Tensor:
+        """Features ``[B, E]`` of embedded prompts ``x`` ``[B, >=max(eot_pos)+1, D]`` read at ``eot_pos``."""
         batch, device = x.shape[0], x.device
-        n = int(eot.max()) + 1  # (no device sync when eot is on the CPU)
-        eot = eot.to(device)
+        n = int(eot_pos.max()) + 1  # (no device sync when eot_pos is on the CPU)
+        eot_pos = eot_pos.to(device)
         inplace = not torch.is_grad_enabled()
         rows = torch.arange(batch, device=device)
         x = x[:, :n].to(self.dtype) + self.positional_embedding[:n].to(self.dtype)
@@ -203,28 +203,28 @@ class CausalTextTower:
                 attended = attended.transpose(1, 2).reshape(batch, n, self.width)
                 x = self._finish(blk, x, attended, inplace)
             else:  # only the EOS rows go on
-                query, key_value = self._eos_query_and_key_values(blk, normed, normed[rows, eot])
+                query, key_value = self._eos_query_and_key_values(blk, normed, normed[rows, eot_pos])
                 key, value = key_value[:, :, 0].transpose(1, 2), key_value[:, :, 1].transpose(1, 2)
-                hidden = torch.arange(n, device=device) > eot[:, None]
+                hidden = torch.arange(n, device=device) > eot_pos[:, None]
                 attended = _eos_attention(
                     query.view(batch, self.heads, 1, self.head_dim), key, value, hidden[:, None, None]
                 )
-                x = self._finish(blk, x[rows, eot], attended.reshape(batch, self.width), inplace)
+                x = self._finish(blk, x[rows, eot_pos], attended.reshape(batch, self.width), inplace)
         return self._project(x)
 
-    def encode_shared_prefix(self, prefix: torch.Tensor, rest: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
-        """Features ``[G, C, E]`` of prompts ``cat(prefix[g], rest[g, c])`` read at ``eot`` ``[C]``.
+    def encode_shared_prefix(self, prefix: torch.Tensor, rest: torch.Tensor, eot_pos: torch.Tensor) -> torch.Tensor:
+        """Features ``[G, C, E]`` of prompts ``cat(prefix[g], rest[g, c])`` read at ``eot_pos`` ``[C]``.
 
         ``prefix`` ``[G, P, D]`` is computed once per group and shared by its ``C`` prompts;
-        ``rest`` is ``[G, C, >=max(eot)+1-P, D]``.
+        ``rest`` is ``[G, C, >=max(eot_pos)+1-P, D]``.
         """
         groups, classes, prefix_len = rest.shape[0], rest.shape[1], prefix.shape[1]
         d, device = self.width, rest.device
-        n = int(eot.max()) + 1  # (no device sync when eot is on the CPU)
+        n = int(eot_pos.max()) + 1  # (no device sync when eot_pos is on the CPU)
         rest_len = n - prefix_len
-        if rest_len <= 0 or int(eot.min()) < prefix_len:
+        if rest_len <= 0 or int(eot_pos.min()) < prefix_len:
             raise ValueError("every EOS must lie after the shared prefix")
-        eos_row = (eot - prefix_len).to(device)  # the EOS row of each prompt within its rest
+        eos_row = (eot_pos - prefix_len).to(device)  # the EOS row of each prompt within its rest
         inplace = not torch.is_grad_enabled()
         pos = self.positional_embedding[:n].to(self.dtype)
         # one buffer of rows, the G x P prefix rows first: every linear layer is one matmul over both

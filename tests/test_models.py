@@ -24,9 +24,9 @@ from torch import nn
 
 import fpp_init
 from fpp_init import MissingDependencyError, ModelLoadError, PromptMismatchError
-from fpp_init.backbones import build_class_prompts, text_model
-from fpp_init.backbones.clip import import_clip
 from fpp_init.cli import main
+from fpp_init.models import build_class_prompts, text_model
+from fpp_init.models.clip import import_clip
 from fpp_init.towers import hf_text_transformer
 
 open_clip = pytest.importorskip("open_clip")
@@ -109,11 +109,11 @@ def _oc_token_embedding(model: nn.Module) -> nn.Embedding:
     return model.text.token_embedding if hasattr(model, "text") else model.token_embedding  # type: ignore[return-value]
 
 
-def _on_embeddings(encode, embedding: nn.Embedding, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+def _on_embeddings(encode, embedding: nn.Embedding, x: torch.Tensor, eot_pos: torch.Tensor) -> torch.Tensor:
     """The library's own forward (``encode(ids)``) on token embeddings ``x`` ``[B, 77, D]``: the
     embedding layer's output is replaced by ``x``; the ids only place the end-of-text token for pooling."""
     ids = torch.zeros(x.shape[:2], dtype=torch.long)
-    ids[torch.arange(x.shape[0]), eot] = 49407
+    ids[torch.arange(x.shape[0]), eot_pos] = 49407
     handle = embedding.register_forward_hook(lambda module, args, out: x.to(out.dtype))
     try:
         return encode(ids)
@@ -176,11 +176,11 @@ OC_CASES = {
 def test_open_clip_features_equal_encode_text(case):
     model = _oc_model(**OC_CASES[case])
     tm = text_model(model)
-    assert tm.family == "open_clip" and tm.backbone is None
+    assert tm.library == "open_clip" and tm.backbone is None
     ids = open_clip.get_tokenizer("ViT-B-16")(TEXTS)
-    eot = tm.read_positions(ids)
-    assert torch.equal(eot, ids.argmax(-1))
-    ours = tm.tower.encode(tm.token_embedding[ids], eot)
+    eot_pos = tm.read_positions(ids)
+    assert torch.equal(eot_pos, ids.argmax(-1))
+    ours = tm.tower.encode(tm.token_embedding[ids], eot_pos)
     torch.testing.assert_close(ours, model.encode_text(ids), atol=TOL, rtol=0)
     if case == "layerscale":
         assert tm.tower.spec.blocks[0].ls_1 is not None  # type: ignore[attr-defined]
@@ -223,11 +223,11 @@ def test_hf_features_equal_get_text_features(case, hf_tokenizer):
                 sub.config._attn_implementation = attn
     ids = hf_tokenizer(TEXTS, padding="max_length", max_length=77, return_tensors="pt").input_ids  # pads with 49407
     ref = _hf_encode(model)(ids)
-    for tm in (text_model(model), fpp_init.backbones.hf.text_model_from_hf(model, hf_tokenizer)):
-        assert tm.family == "transformers"
-        eot = tm.read_positions(ids)
-        assert torch.equal(eot, (ids == 49407).int().argmax(-1))
-        torch.testing.assert_close(tm.tower.encode(tm.token_embedding[ids], eot), ref, atol=TOL, rtol=0)
+    for tm in (text_model(model), fpp_init.models.hf.text_model_from_hf(model, hf_tokenizer)):
+        assert tm.library == "transformers"
+        eot_pos = tm.read_positions(ids)
+        assert torch.equal(eot_pos, (ids == 49407).int().argmax(-1))
+        torch.testing.assert_close(tm.tower.encode(tm.token_embedding[ids], eot_pos), ref, atol=TOL, rtol=0)
     assert (tm.tower.spec.projection is None) == (kind == "CLIPTextModel")  # type: ignore[attr-defined]
 
 
@@ -239,21 +239,19 @@ def test_every_tokenizer_form_gives_the_same_prompts(hf_tokenizer, tmp_path):
     oc_model = _oc_model()
     models = [
         text_model(oc_model),
-        fpp_init.backbones.open_clip.text_model_from_open_clip(oc_model, open_clip.tokenize),
-        fpp_init.backbones.open_clip.text_model_from_open_clip(
-            oc_model, open_clip.tokenizer.HFTokenizer(str(tmp_path))
-        ),
-        fpp_init.backbones.hf.text_model_from_hf(_hf_model(), hf_tokenizer),
+        fpp_init.models.open_clip.text_model_from_open_clip(oc_model, open_clip.tokenize),
+        fpp_init.models.open_clip.text_model_from_open_clip(oc_model, open_clip.tokenizer.HFTokenizer(str(tmp_path))),
+        fpp_init.models.hf.text_model_from_hf(_hf_model(), hf_tokenizer),
         text_model(_hf_model()),
     ]
     # (not for HTML entities, ligatures, full-width letters or mojibake: transformers' fast tokenizer, the only
     # one in 5.x, skips the ftfy / html.unescape cleaning that OpenAI's and OpenCLIP's tokenizers do)
     texts = [f"a photo of a {n}." for n in NAMES] + TEXTS + ["Crème brûlée, naïve café"]
-    ids = [[[tm.tokenizer.sot, *tm.tokenizer.encode(t), tm.tokenizer.eot] for t in texts] for tm in models]
+    ids = [[[tm.tokenizer.sot_id, *tm.tokenizer.encode(t), tm.tokenizer.eot_id] for t in texts] for tm in models]
     assert all(i == ids[0] for i in ids)
     for tm in models:
         torch.testing.assert_close(
-            build_class_prompts(tm, NAMES).prompts.eot, build_class_prompts(models[0], NAMES).prompts.eot
+            build_class_prompts(tm, NAMES).prompts.eot_pos, build_class_prompts(models[0], NAMES).prompts.eot_pos
         )
 
 
@@ -263,11 +261,11 @@ def test_hf_added_tokens_with_legacy_eos_are_refused(tmp_path):
     write_hf_clip_tokenizer(tmp_path)
     tokenizer = transformers.CLIPTokenizer.from_pretrained(str(tmp_path))
     tokenizer.add_tokens(["<fpp-new>"])
-    legacy = fpp_init.backbones.hf.text_model_from_hf(_hf_model(vocab_size=49409, eos_token_id=2), tokenizer)
+    legacy = fpp_init.models.hf.text_model_from_hf(_hf_model(vocab_size=49409, eos_token_id=2), tokenizer)
     with pytest.raises(fpp_init.ClassNameError, match=r"added after <\|endoftext\|>"):
         build_class_prompts(legacy, ["<fpp-new>"])
     model = _hf_model(vocab_size=49409)  # eos_token_id 49407: read at the first EOS
-    tm = fpp_init.backbones.hf.text_model_from_hf(model, tokenizer)
+    tm = fpp_init.models.hf.text_model_from_hf(model, tokenizer)
     ids = tokenizer(["a photo of a <fpp-new>."], padding="max_length", max_length=77, return_tensors="pt").input_ids
     with torch.no_grad():
         ours = tm.tower.encode(tm.token_embedding[ids], tm.read_positions(ids))
@@ -291,18 +289,18 @@ def _fpp_loss_gradients(tm, encode_full: Callable[[torch.Tensor, torch.Tensor], 
     """d(L_align + L_flat)/d ctx through the library's full-length forward, the truncated tower and the
     shared-prefix tower (noisy features fixed, as in FPP's step)."""
     classes = build_class_prompts(tm, NAMES)
-    prefix, suffix, eot = classes.prompts.prefix, classes.prompts.suffix, classes.prompts.eot
+    prefix, suffix, eot_pos = classes.prompts.prefix, classes.prompts.suffix, classes.prompts.eot_pos
     gen = torch.Generator().manual_seed(0)
     ctx0 = classes.predefined_ctx + 0.05 * torch.randn(classes.predefined_ctx.shape, generator=gen)
     c, width = len(NAMES), tm.width
     with torch.no_grad():
         target = F.normalize(
-            tm.tower.encode(torch.cat([prefix, classes.predefined_ctx.expand(c, -1, -1), suffix], 1), eot), dim=-1
+            tm.tower.encode(torch.cat([prefix, classes.predefined_ctx.expand(c, -1, -1), suffix], 1), eot_pos), dim=-1
         )
         noisy_in = torch.cat([prefix, ctx0.expand(c, -1, -1), suffix], 1) + 0.1 * torch.randn(
             c, suffix.shape[1] + 5, width, generator=gen
         )
-        noisy = F.normalize(tm.tower.encode(noisy_in, eot), dim=-1)
+        noisy = F.normalize(tm.tower.encode(noisy_in, eot_pos), dim=-1)
 
     def loss(features: torch.Tensor) -> torch.Tensor:
         f = F.normalize(features, dim=-1)
@@ -314,12 +312,12 @@ def _fpp_loss_gradients(tm, encode_full: Callable[[torch.Tensor, torch.Tensor], 
         full = torch.cat([prefix, ctx.expand(c, -1, -1), suffix], 1)
         if path == "library":
             padded = torch.cat([full, full.new_zeros(c, tm.context_length - full.shape[1], width)], 1)
-            features = encode_full(padded, eot)
+            features = encode_full(padded, eot_pos)
         elif path == "truncated":
-            features = tm.tower.encode(full, eot)
+            features = tm.tower.encode(full, eot_pos)
         else:
             head = torch.cat([prefix[:1], ctx[None]], 1)  # SOS + ctx, shared by all classes
-            features = tm.tower.encode_shared_prefix(head, suffix[None], eot)[0]
+            features = tm.tower.encode_shared_prefix(head, suffix[None], eot_pos)[0]
         grads.append(torch.autograd.grad(loss(features), ctx)[0])
     return grads
 
@@ -328,10 +326,10 @@ def _fpp_loss_gradients(tm, encode_full: Callable[[torch.Tensor, torch.Tensor], 
 def test_fpp_gradients_equal_library_forward(library):
     if library == "open_clip":
         model = _oc_model(ls_init_value=0.1)
-        encode = lambda x, eot: _on_embeddings(model.encode_text, _oc_token_embedding(model), x, eot)  # noqa: E731
+        encode = lambda x, eot_pos: _on_embeddings(model.encode_text, _oc_token_embedding(model), x, eot_pos)  # noqa: E731
     else:
         model = _hf_model(eos_token_id=2)
-        encode = lambda x, eot: _on_embeddings(_hf_encode(model), _hf_token_embedding(model), x, eot)  # noqa: E731
+        encode = lambda x, eot_pos: _on_embeddings(_hf_encode(model), _hf_token_embedding(model), x, eot_pos)  # noqa: E731
     model.requires_grad_(False)
     library_grad, truncated, shared = _fpp_loss_gradients(text_model(model), encode)
     assert library_grad.abs().max() > 1e-3  # a real gradient
@@ -446,8 +444,8 @@ def test_hf_folder_by_reference_and_cli(hf_folder, tmp_path, capsys):
     rng = torch.get_rng_state()
     tm = text_model(str(hf_folder), device="cpu")
     assert torch.equal(torch.get_rng_state(), rng)  # loading left the caller's RNG alone
-    assert tm.backbone == "hf:tiny-clip" and tm.family == "transformers"
-    assert type(tm.model).__name__ == "CLIPModel" and tm.tokenizer.pad == 49407
+    assert tm.backbone == "hf:tiny-clip" and tm.library == "transformers"
+    assert type(tm.model).__name__ == "CLIPModel" and tm.tokenizer.pad_id == 49407
     assert tm.fingerprint() == text_model(_hf_model()).fingerprint()
 
     names = tmp_path / "names.txt"
@@ -472,7 +470,7 @@ def test_open_clip_by_reference(tmp_path):
     rng = torch.get_rng_state()
     tm = text_model(f"open_clip:fpp-tiny-test/{tmp_path / 'tiny.pt'}", device="cpu")
     assert torch.equal(torch.get_rng_state(), rng)
-    assert tm.backbone == "open_clip:fpp-tiny-test/tiny.pt" and tm.family == "open_clip"
+    assert tm.backbone == "open_clip:fpp-tiny-test/tiny.pt" and tm.library == "open_clip"
     assert tm.fingerprint() == text_model(model).fingerprint()
     assert {b.activation for b in tm.tower.spec.blocks} == {"quick_gelu"}  # type: ignore[attr-defined]
     prompt = fpp_init.pretrain_flat_prompt(
@@ -598,7 +596,7 @@ def test_hf_several_eos_ids_and_a_non_clip_tokenizer_are_refused():
         text_model(model)
     assert "has several eos_token_id [49407, 2]; FPP needs the one token" in _one_line(exc)
     with pytest.raises(ModelLoadError) as exc:
-        fpp_init.backbones.hf.text_model_from_hf(_hf_model(), tokenizer=object())
+        fpp_init.models.hf.text_model_from_hf(_hf_model(), tokenizer=object())
     assert "the tokenizer is object, not CLIP's BPE tokenizer" in _one_line(exc)
 
 

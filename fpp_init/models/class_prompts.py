@@ -49,10 +49,10 @@ def template_n_ctx(tm: TextModel, template: str) -> int:
 def _tokenize(tm: TextModel, lead: str, shown: list[str], names: list[str] | None) -> tuple[torch.Tensor, list[int]]:
     tok, length = tm.tokenizer, tm.context_length
     lead_ids = tok.encode(lead)
-    tokens = torch.full((len(shown), length), tok.pad, dtype=torch.long)
+    tokens = torch.full((len(shown), length), tok.pad_id, dtype=torch.long)
     for i, name in enumerate(shown):
         text = f"{lead} {name}."
-        ids = [tok.sot, *tok.encode(text), tok.eot]
+        ids = [tok.sot_id, *tok.encode(text), tok.eot_id]
         if len(ids) > length:
             what = f"class name {names[i]!r}" if names else f"prompt {text!r}"
             raise ClassNameError(
@@ -104,13 +104,13 @@ def build_class_prompts(
     )
     tokens, lead_ids = _tokenize(tm, lead, shown, classnames)
     n_ctx = len(lead_ids)
-    eot = tm.read_positions(tokens)
-    if bool((eot <= n_ctx + 1).any()):
+    eot_pos = tm.read_positions(tokens)
+    if bool((eot_pos <= n_ctx + 1).any()):
         raise TemplateError("prompt tokenisation left no class token after the context")
-    used = int(eot.max()) + 1
+    used = int(eot_pos.max()) + 1
     with torch.no_grad():
         weight = tm.token_embedding
         emb = weight[tokens[:, :used].to(weight.device)].float().cpu()
     predefined = given if given is not None else emb[0, 1 : 1 + n_ctx].clone()
-    prompts = EmbeddedPrompts(prefix=emb[:, :1], suffix=emb[:, 1 + n_ctx :], eot=eot)
+    prompts = EmbeddedPrompts(prefix=emb[:, :1], suffix=emb[:, 1 + n_ctx :], eot_pos=eot_pos)
     return ClassPrompts(prompts, predefined, used_template, classnames)

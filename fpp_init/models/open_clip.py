@@ -53,9 +53,9 @@ class OpenClipTokenizer:
             raise ModelLoadError(f"{type(tokenizer).__name__} is not OpenCLIP's SimpleTokenizer")
         self._tok = tokenizer
         # OpenCLIP names them <start_of_text> / <end_of_text>; the ids are OpenAI's 49406 / 49407
-        self.sot = int(getattr(tokenizer, "sot_token_id", None) or encoder["<start_of_text>"])
-        self.eot = int(getattr(tokenizer, "eot_token_id", None) or encoder["<end_of_text>"])
-        self.pad = 0
+        self.sot_id = int(getattr(tokenizer, "sot_token_id", None) or encoder["<start_of_text>"])
+        self.eot_id = int(getattr(tokenizer, "eot_token_id", None) or encoder["<end_of_text>"])
+        self.pad_id = 0
 
     def encode(self, text: str) -> list[int]:
         return [int(i) for i in self._tok.encode(text)]
@@ -208,17 +208,17 @@ def _text_model(
             f"('{const.OPEN_CLIP_PREFIX}ARCH/PRETRAINED') so that its own tokenizer is used"
         )
     tok = _tokenizer(open_clip, tokenizer, what)
-    if parts.pool_type == "eos" and parts.eos_id != tok.eot:
+    if parts.pool_type == "eos" and parts.eos_id != tok.eot_id:
         raise ModelLoadError(
             f"{what} reads its text feature at token id {parts.eos_id} (pool_type 'eos') but its tokenizer ends "
-            f"prompts with {tok.eot}; FPP reads at the tokenizer's end-of-text token. {_SUPPORTED}"
+            f"prompts with {tok.eot_id}; FPP reads at the tokenizer's end-of-text token. {_SUPPORTED}"
         )
     return TextModel(
         model=model,
         tower=CausalTextTower(spec),
         tokenizer=tok,
         token_embedding=parts.token_embedding.weight,
-        family="open_clip",
+        library="open_clip",
         backbone=backbone,
     )
 

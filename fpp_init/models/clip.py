@@ -119,9 +119,9 @@ class ClipTokenizer:
     def __init__(self) -> None:
         import_clip()
         self._tok = importlib.import_module("clip.clip")._tokenizer
-        self.sot = self._tok.encoder["<|startoftext|>"]
-        self.eot = self._tok.encoder["<|endoftext|>"]
-        self.pad = 0
+        self.sot_id = self._tok.encoder["<|startoftext|>"]
+        self.eot_id = self._tok.encoder["<|endoftext|>"]
+        self.pad_id = 0
 
     def encode(self, text: str) -> list[int]:
         return list(self._tok.encode(text))
@@ -160,7 +160,7 @@ def text_model_from_clip(model: nn.Module, backbone: str | None = None) -> TextM
         tower=CausalTextTower(spec),
         tokenizer=ClipTokenizer(),
         token_embedding=model.token_embedding.weight,  # type: ignore[union-attr]
-        family="clip",
+        library="clip",
         backbone=backbone or infer_backbone(getattr(model, "visual", None)),
     )
 

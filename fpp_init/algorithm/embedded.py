@@ -17,12 +17,12 @@ class EmbeddedPrompts:
         prefix: ``[C, S, D]`` embeddings before the ctx (SOS, plus any fixed leading template
             words; the ctx starts at position ``S``, usually 1).
         suffix: ``[C, T, D]`` embeddings after the ctx (class, ``.``, EOS, padding).
-        eot: ``[C]`` absolute read positions (the EOS).
+        eot_pos: ``[C]`` absolute read positions (the EOS).
     """
 
     prefix: torch.Tensor
     suffix: torch.Tensor
-    eot: torch.Tensor
+    eot_pos: torch.Tensor
 
     @property
     def num_classes(self) -> int:
@@ -36,7 +36,7 @@ class EmbeddedPrompts:
     @property
     def used_length(self) -> int:
         """Positions up to the last read position: nothing after it can change a feature."""
-        return int(self.eot.max()) + 1
+        return int(self.eot_pos.max()) + 1
 
     def assemble(self, ctx: torch.Tensor) -> torch.Tensor:
         """Full embeddings ``[C, S + n_ctx + T, D]`` with ``ctx`` ``[n_ctx, D]`` in every prompt."""
@@ -45,14 +45,14 @@ class EmbeddedPrompts:
         )
 
     def select(self, idx: torch.Tensor, n_ctx: int, device: torch.device | None = None) -> EmbeddedPrompts:
-        """The classes ``idx``, cut after their own last read position (``eot`` stays on the CPU)."""
-        eot = self.eot[idx.to(self.eot.device)].cpu()
-        keep = int(eot.max()) + 1 - self.ctx_start - n_ctx
+        """The classes ``idx``, cut after their own last read position (``eot_pos`` stays on the CPU)."""
+        eot_pos = self.eot_pos[idx.to(self.eot_pos.device)].cpu()
+        keep = int(eot_pos.max()) + 1 - self.ctx_start - n_ctx
         rows = idx.to(self.prefix.device)
         prefix, suffix = self.prefix[rows], self.suffix[rows, :keep]
         if device is not None:
             prefix, suffix = prefix.to(device), suffix.to(device)
-        return EmbeddedPrompts(prefix, suffix, eot)
+        return EmbeddedPrompts(prefix, suffix, eot_pos)
 
     def shares_prefix(self) -> bool:
         """Whether every class has the same rows before the ctx (then they can be computed once)."""

@@ -16,9 +16,9 @@ __all__ = ["Tokenizer", "TextModel", "first_line"]
 class Tokenizer(Protocol):
     """A CLIP BPE tokenizer: ids of a text without the special tokens, and the special ids."""
 
-    sot: int
-    eot: int
-    pad: int
+    sot_id: int
+    eot_id: int
+    pad_id: int
 
     def encode(self, text: str) -> list[int]: ...
 
@@ -32,7 +32,7 @@ class TextModel:
         tower: the fast exact text tower.
         tokenizer: the model's tokenizer.
         token_embedding: ``[V, D]`` token embedding table.
-        family: ``"clip"`` (clip-anytorch), ``"open_clip"`` or ``"transformers"``.
+        library: ``"clip"`` (clip-anytorch), ``"open_clip"`` or ``"transformers"``.
         backbone: a name for the weights (``"ViT-B/16"``, ``"open_clip:ViT-B-16/openai"``,
             ``"hf:openai/clip-vit-base-patch16"``, a checkpoint file name), if known.
     """
@@ -41,7 +41,7 @@ class TextModel:
     tower: TextTower
     tokenizer: Tokenizer
     token_embedding: torch.Tensor
-    family: str
+    library: str
     backbone: str | None
 
     @property
@@ -62,7 +62,7 @@ class TextModel:
     def read_positions(self, tokens: torch.Tensor) -> torch.Tensor:
         """``[N]`` positions whose hidden state is the feature, for token ids ``[N, L]``: the first EOS
         (towers that read elsewhere are refused when their TextModel is made)."""
-        is_eot = tokens == self.tokenizer.eot
+        is_eot = tokens == self.tokenizer.eot_id
         return is_eot.int().argmax(dim=-1)  # the first EOS
 
 

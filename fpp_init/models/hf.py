@@ -69,19 +69,19 @@ class TransformersTokenizer:
                 "<|endoftext|>); FPP builds '<|startoftext|> template class. <|endoftext|>' prompts with it"
             )
         self._tok, self._clean, self._argmax_read = tokenizer, clean, argmax_read
-        self.sot, self.eot = int(bos), int(eos)
+        self.sot_id, self.eot_id = int(bos), int(eos)
         pad = getattr(tokenizer, "pad_token_id", None)
-        self.pad = self.eot if pad is None else int(pad)
+        self.pad_id = self.eot_id if pad is None else int(pad)
 
     def encode(self, text: str) -> list[int]:
         ids = [
             int(i) for i in self._tok(self._clean(text) if self._clean else text, add_special_tokens=False)["input_ids"]
         ]
-        if self._argmax_read and any(i > self.eot for i in ids):
+        if self._argmax_read and any(i > self.eot_id for i in ids):
             raise ClassNameError(
-                f"{text!r} has tokens added after <|endoftext|> (ids above {self.eot}); this model reads its text "
+                f"{text!r} has tokens added after <|endoftext|> (ids above {self.eot_id}); this model reads its text "
                 "feature at the largest token id (eos_token_id 2, from before transformers 4.31), not at the end of "
-                f"the prompt; leave those words out or set the text config's eos_token_id to {self.eot}"
+                f"the prompt; leave those words out or set the text config's eos_token_id to {self.eot_id}"
             )
         return ids
 
@@ -127,10 +127,10 @@ def text_model_from_hf(model: nn.Module, tokenizer: Any = None, backbone: str | 
         tok: Tokenizer = ClipTokenizer()
     else:
         tok = TransformersTokenizer(tokenizer, argmax_read=argmax_read)
-    if not argmax_read and eos != tok.eot:
+    if not argmax_read and eos != tok.eot_id:
         raise ModelLoadError(
             f"{what} reads its text feature at token id {eos} (eos_token_id) but its tokenizer ends prompts with "
-            f"{tok.eot}; set the text config's eos_token_id to {tok.eot} if that is its end-of-text token"
+            f"{tok.eot_id}; set the text config's eos_token_id to {tok.eot_id} if that is its end-of-text token"
         )
     if backbone is None:
         backbone = _name_backbone(getattr(model, "name_or_path", None))
@@ -139,7 +139,7 @@ def text_model_from_hf(model: nn.Module, tokenizer: Any = None, backbone: str | 
         tower=CausalTextTower(spec),
         tokenizer=tok,
         token_embedding=text.embeddings.token_embedding.weight,
-        family="transformers",
+        library="transformers",
         backbone=backbone,
     )
 

@@ -22,10 +22,10 @@ from .._io import path_stat
 from .._validate import check_device, check_model_reference, default_device
 from ..errors import ConfigError, ModelLoadError
 from ._base import TextModel, Tokenizer
+from .class_prompts import ClassPrompts, build_class_prompts
 from .clip import is_clip_model, load_clip_text_model, text_model_from_clip
 from .hf import load_hf, text_model_from_hf
 from .open_clip import load_open_clip, text_model_from_open_clip
-from .prompts import ClassPrompts, build_class_prompts
 
 __all__ = ["TextModel", "Tokenizer", "ClassPrompts", "text_model", "build_class_prompts"]
 
