@@ -27,16 +27,16 @@ from ._validate import (
 from .config import FPPConfig, as_config
 from .errors import ConfigError
 
-__all__ = ["ZooJob", "load_zoo_spec"]
+__all__ = ["ZooJob", "ZooSettings", "load_zoo_spec"]
 
 
 @dataclass(frozen=True)
 class ZooJob:
     """One prompt of the zoo."""
 
-    backbone: str  # label used in the file name
+    backbone_label: str  # the backbone's part of the file name
     model: str  # what pretrain_flat_prompt loads
-    classes: str  # label: "agnostic" or the class set's name
+    classes: str  # "agnostic" or the class set's name (its part of the file name)
     classnames: tuple[str, ...] | None  # None: class-agnostic
     seed: int
     template: str
@@ -97,9 +97,17 @@ def _class_set(item: Any, root: Path, i: int) -> tuple[str, tuple[str, ...] | No
     return _slug(name), tuple(names)
 
 
-def load_zoo_spec(spec: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[list[ZooJob], FPPConfig, dict[str, Any]]:
-    """The jobs, the shared :class:`FPPConfig` and the options (``num_classes``, ``shard_above``,
-    ``checkpoint_every``) of a spec."""
+@dataclass(frozen=True)
+class ZooSettings:
+    """How a spec's jobs are run (its top-level keys besides the job axes and ``config``)."""
+
+    num_classes: int  # classes simulated by the class-agnostic jobs
+    shard_above: int  # under torchrun: jobs with more classes run class-sharded on all ranks
+    checkpoint_every: int  # steps between checkpoints of a running job
+
+
+def load_zoo_spec(spec: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[list[ZooJob], FPPConfig, ZooSettings]:
+    """The jobs, the shared :class:`FPPConfig` and the :class:`ZooSettings` of a spec."""
     if isinstance(spec, Mapping):
         data, root = dict(spec), Path.cwd()
     else:
@@ -117,18 +125,18 @@ def load_zoo_spec(spec: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[lis
     classes = [_class_set(c, root, i) for i, c in enumerate(_list(data, "classes"))]
     seeds = [check_int(s, "zoo spec: seeds[]", min=0, max=const.MAX_SEED) for s in _list(data, "seeds", [config.seed])]
     templates = [check_template(t, "zoo spec: templates[]") for t in _list(data, "templates", [const.DEFAULT_TEMPLATE])]
-    options = {
-        "num_classes": check_int(
+    settings = ZooSettings(
+        num_classes=check_int(
             data.get("num_classes", const.DEFAULT_AGNOSTIC_CLASSES),
             "zoo spec: num_classes",
             min=1,
             max=const.MAX_NUM_CLASSES,
         ),
-        "shard_above": check_int(data.get("shard_above", 10**9), "zoo spec: shard_above", min=1),
-        "checkpoint_every": check_int(
+        shard_above=check_int(data.get("shard_above", 10**9), "zoo spec: shard_above", min=1),
+        checkpoint_every=check_int(
             data.get("checkpoint_every", const.DEFAULT_CHECKPOINT_EVERY), "zoo spec: checkpoint_every", min=1
         ),
-    }
+    )
     jobs = []
     for label, model in backbones:
         for tag, names in classes:
@@ -143,4 +151,4 @@ def load_zoo_spec(spec: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[lis
         raise ConfigError(
             f"zoo spec: two jobs would write {dupes}; give backbones or class sets distinct names", param="spec"
         )
-    return jobs, config, options
+    return jobs, config, settings

@@ -165,7 +165,7 @@ def _check_names(changes: Mapping[str, Any], cls: type | None = None, what: str 
         raise ConfigError(f"unknown {what} option(s) {unknown}; known: {', '.join(known)}", param=unknown[0])
 
 
-def as_config(config: Any = None, options: Mapping[str, Any] | None = None) -> FPPConfig:
+def as_config(config: Any = None, fields: Mapping[str, Any] | None = None) -> FPPConfig:
     """The one way an entry point turns ``config=`` (an FPPConfig, a mapping or None) plus keyword
     overrides into a validated :class:`FPPConfig`."""
     if config is None:
@@ -180,7 +180,7 @@ def as_config(config: Any = None, options: Mapping[str, Any] | None = None) -> F
             "to change single fields pass them as keywords, e.g. steps=200",
             param="config",
         )
-    return base.replace(**options) if options else base
+    return base.replace(**fields) if fields else base
 
 
 @dataclass(frozen=True)

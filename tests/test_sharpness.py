@@ -167,7 +167,7 @@ def test_core_runs_on_prompts_with_a_longer_prefix(tiny_clip: torch.nn.Module, d
         eot_pos=p.eot_pos,
     )
     ctx = inputs.predefined_ctx[1:]
-    kw = dict(config=fpp_init.FPPConfig(), options=fpp_init.SharpnessConfig(factors=(0, 1), draws=2))
+    kw = dict(config=fpp_init.FPPConfig(), measure=fpp_init.SharpnessConfig(factors=(0, 1), draws=2))
     res = measure_sharpness(tm.tower, two, ctx, ctx, **kw)
     full = measure_sharpness(tm.tower, p, inputs.predefined_ctx, inputs.predefined_ctx, **kw)
     assert res.align == pytest.approx(0.0, abs=1e-10) and res.n_ctx == 3

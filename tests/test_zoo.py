@@ -42,14 +42,14 @@ def _fail(*args: object, **kwargs: object) -> None:
 
 
 def test_spec_expands_to_jobs(spec: Path) -> None:
-    jobs, config, options = load_zoo_spec(spec)
+    jobs, config, settings = load_zoo_spec(spec)
     assert [j.filename for j in jobs] == [
         "fpp_tiny-a_agnostic_seed3.safetensors",
         "fpp_tiny-a_dtd_seed3.safetensors",
         "fpp_tiny-b_agnostic_seed3.safetensors",
         "fpp_tiny-b_dtd_seed3.safetensors",
     ]
-    assert config.steps == 4 and options["num_classes"] == 5
+    assert config.steps == 4 and settings.num_classes == 5
     assert jobs[1].classnames == ("banded", "blotchy", "braided") and jobs[0].classnames is None
     assert jobs[0].model == str(spec.parent / "tiny-a.pt")
 

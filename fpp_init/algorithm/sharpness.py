@@ -146,10 +146,10 @@ def _landscape(
     x: torch.Tensor,
     clean: torch.Tensor,
     dirs: torch.Tensor,
-    opts: SharpnessConfig,
+    measure: SharpnessConfig,
     ctx_noise: float,
 ) -> Landscape:
-    if opts.direction_norm == "filter":
+    if measure.direction_norm == "filter":
         target = x.norm(dim=-1, keepdim=True)
     else:
         target = torch.full((x.shape[0], 1), ctx_noise * math.sqrt(x.shape[1]), device=x.device)
@@ -161,22 +161,24 @@ def _landscape(
 
     def axis(points: int) -> torch.Tensor:
         return (
-            torch.linspace(-opts.span, opts.span, points, dtype=torch.float64)
+            torch.linspace(-measure.span, measure.span, points, dtype=torch.float64)
             if points > 1
             else torch.zeros(1, dtype=torch.float64)
         )
 
-    alphas = axis(opts.points)
+    alphas = axis(measure.points)
     a = alphas.to(x.device, torch.float32)
     line = along(x[None] + a[:, None, None] * d[0])
     alphas2d, grid = None, None
-    if opts.points2d:
-        b = axis(opts.points2d)
+    if measure.points2d:
+        b = axis(measure.points2d)
         bb = b.to(x.device, torch.float32)
         ii, jj = torch.meshgrid(bb, bb, indexing="ij")
-        grid = along(x[None] + ii.reshape(-1, 1, 1) * d[0] + jj.reshape(-1, 1, 1) * d[1]).view(opts.points2d, -1).cpu()
+        grid = (
+            along(x[None] + ii.reshape(-1, 1, 1) * d[0] + jj.reshape(-1, 1, 1) * d[1]).view(measure.points2d, -1).cpu()
+        )
         alphas2d = b.tolist()
-    return Landscape(opts.direction_norm, alphas.tolist(), line.cpu().tolist(), alphas2d, grid)
+    return Landscape(measure.direction_norm, alphas.tolist(), line.cpu().tolist(), alphas2d, grid)
 
 
 def measure_sharpness(
@@ -186,7 +188,7 @@ def measure_sharpness(
     predefined_ctx: torch.Tensor,
     *,
     config: FPPConfig,
-    options: SharpnessConfig,
+    measure: SharpnessConfig,
     label: str = "ctx",
     device: torch.device | None = None,
     progress: bool = False,
@@ -194,7 +196,7 @@ def measure_sharpness(
     """Sharpness of ``ctx`` ``[n_ctx, D]`` on any text tower (the core of :func:`fpp_init.sharpness`).
 
     ``config`` gives the noise (``ctx_noise``, ``cls_noise``) and the execution options
-    (``chunk_classes``, ``share_prefix``); ``options`` what to measure. Runs under ``no_grad``;
+    (``chunk_classes``, ``share_prefix``); ``measure`` what to measure. Runs under ``no_grad``;
     the caller keeps the tower frozen and in eval mode.
     """
     if ctx.shape != predefined_ctx.shape:
@@ -205,18 +207,18 @@ def measure_sharpness(
     device = device or tower.device
     n_ctx, width = ctx.shape
     prompts = EmbeddedPrompts(prompts.prefix.detach().float(), prompts.suffix.detach().float(), prompts.eot_pos.cpu())
-    gen = torch.Generator(device="cpu").manual_seed(options.seed)
+    gen = torch.Generator(device="cpu").manual_seed(measure.seed)
     base = draw_noise(
-        gen, options.draws, prompts.used_length, width, ctx_start=prompts.ctx_start, n_ctx=n_ctx,
+        gen, measure.draws, prompts.used_length, width, ctx_start=prompts.ctx_start, n_ctx=n_ctx,
         ctx_noise=config.ctx_noise, cls_noise=config.cls_noise,
     ).to(device)  # fmt: skip
-    dirs = torch.randn(2, n_ctx, width, generator=gen).to(device) if options.landscape else None
+    dirs = torch.randn(2, n_ctx, width, generator=gen).to(device) if measure.landscape else None
     feats = ClassFeatures(
         tower, prompts, n_ctx, chunk_classes=config.chunk_classes, share_prefix=config.share_prefix, device=device
     )
     x = ctx.detach().float().to(device)
     bar = tqdm(
-        total=len(options.factors) + int(options.landscape),
+        total=len(measure.factors) + int(measure.landscape),
         desc=f"sharpness {label}",
         disable=not progress,
         leave=False,
@@ -230,10 +232,10 @@ def measure_sharpness(
                 "NaN/Inf; check the checkpoint"
             )
         align = float(((clean - target) ** 2).sum(-1).mean())
-        drop, spread = _drops(feats, x, clean, base, options.factors, bar)
+        drop, spread = _drops(feats, x, clean, base, measure.factors, bar)
         land = None
         if dirs is not None:
-            land = _landscape(feats, x, clean, dirs, options, config.ctx_noise)
+            land = _landscape(feats, x, clean, dirs, measure, config.ctx_noise)
             bar.update()
     bar.close()
     values = [align, *drop, *spread]
@@ -241,21 +243,21 @@ def measure_sharpness(
         values += land.line + ([] if land.grid2d is None else [float(land.grid2d.float().abs().max())])
     if not all(math.isfinite(v) for v in values):
         raise NonFiniteError(
-            f"sharpness of {label}: the features under noise became NaN/Inf (factors {list(options.factors)}, "
-            f"ctx_noise {config.ctx_noise:g}, cls_noise {config.cls_noise:g}, span {options.span:g}): the noise is "
+            f"sharpness of {label}: the features under noise became NaN/Inf (factors {list(measure.factors)}, "
+            f"ctx_noise {config.ctx_noise:g}, cls_noise {config.cls_noise:g}, span {measure.span:g}): the noise is "
             "too large for fp32; use smaller factors, noise or span"
         )
     logger.info("sharpness %s: align %.5f, drop %s", label, align, drop)
     return SharpnessResult(
         label=label,
-        factors=list(options.factors),
+        factors=list(measure.factors),
         cos_drop=drop,
         cos_drop_std=spread,
         align=align,
         ctx_noise=float(config.ctx_noise),
         cls_noise=float(config.cls_noise),
-        draws=options.draws,
-        seed=options.seed,
+        draws=measure.draws,
+        seed=measure.seed,
         n_ctx=int(n_ctx),
         num_classes=prompts.num_classes,
         landscape=land,

@@ -29,7 +29,7 @@ from .pretrain import prompt_from_result
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["apply", "FPPHandle", "ApplyOptions"]
+__all__ = ["apply", "FPPHandle", "ApplyRequest"]
 
 _STATE_ATTR = "_fpp_init_state"
 _HOOKED = "reset_classnames"
@@ -53,7 +53,7 @@ class _ResetHook:
 
 
 @dataclass(frozen=True)
-class ApplyOptions:
+class ApplyRequest:
     """What an ``apply`` call asked for (kept so that a class-set change is served the same way)."""
 
     prompt: FPPPrompt | None
@@ -78,12 +78,12 @@ class FPPHandle:
         active: ``False`` once removed.
     """
 
-    def __init__(self, adapter: PromptDesign, options: ApplyOptions) -> None:
+    def __init__(self, adapter: PromptDesign, request: ApplyRequest) -> None:
         self.adapter = adapter
         self.design = adapter.name
         self.predefined = adapter.current_init()
         self._snapshot: Snapshot | None = None
-        self._opts = options
+        self._request = request
         self._memo: dict[str, FPPPrompt] = {}
         self._fingerprint: str | None = None
         self._hook: _ResetHook | None = None
@@ -112,15 +112,15 @@ class FPPHandle:
         self._install(self._resolve())
         logger.info("FPP prompt re-installed for %d classes", self.adapter.num_classes)
 
-    def reconfigure(self, options: ApplyOptions) -> None:
-        """Serve a new ``apply`` call with ``options`` (the weights may have changed since); on failure the
-        installation and the options stay as they were."""
-        old = (self._opts, self._fingerprint)
-        self._opts, self._fingerprint = options, None
+    def reconfigure(self, request: ApplyRequest) -> None:
+        """Serve a new ``apply`` call with ``request`` (the weights may have changed since); on failure the
+        installation and the previous request stay as they were."""
+        old = (self._request, self._fingerprint)
+        self._request, self._fingerprint = request, None
         try:
             prompt = self._resolve()
         except BaseException:
-            self._opts, self._fingerprint = old
+            self._request, self._fingerprint = old
             raise
         self._install(prompt)
 
@@ -153,9 +153,9 @@ class FPPHandle:
     # -- internals ------------------------------------------------------------------------
     def _resolve(self) -> FPPPrompt:
         """The prompt for the model's current class set (given, memoised, cached or pretrained)."""
-        if self._opts.prompt is not None:
-            self._check_prompt(self._opts.prompt)
-            return self._opts.prompt
+        if self._request.prompt is not None:
+            self._check_prompt(self._request.prompt)
+            return self._request.prompt
         return self._pretrain()
 
     def _tower_fingerprint(self) -> str:
@@ -176,7 +176,7 @@ class FPPHandle:
                     else f"pretrain with a {adapter.n_ctx}-token template or change the model's ctx_init / n_ctx"
                 )
             )
-        if self._opts.strict and prompt.fingerprint is not None and prompt.fingerprint != self._tower_fingerprint():
+        if self._request.strict and prompt.fingerprint is not None and prompt.fingerprint != self._tower_fingerprint():
             raise PromptMismatchError(
                 f"the prompt was pretrained for a text tower with fingerprint {prompt.fingerprint} "
                 f"(backbone {prompt.backbone!r}) but this model's text tower has {self._tower_fingerprint()}: "
@@ -195,7 +195,7 @@ class FPPHandle:
 
     def _pretrain(self) -> FPPPrompt:
         adapter = self.adapter
-        cfg = self._opts.config
+        cfg = self._request.config
         layout = f"live:{adapter.name}:{adapter.ctx_start}:{adapter.prompts_digest()}"  # what the class set embeds
         request = CacheRequest(
             self._tower_fingerprint(), adapter.classnames(), adapter.num_classes, layout, self.predefined, None, cfg
@@ -206,7 +206,7 @@ class FPPHandle:
         names = adapter.classnames()
         if names is not None:  # the codebase's own label set: warned about, not refused
             check_classnames(names, "the model's class names", repeats="warn")
-        hit = self._opts.cache.lookup(request) if self._opts.cache is not None else None
+        hit = self._request.cache.lookup(request) if self._request.cache is not None else None
         if hit is not None:
             self._memo[key] = hit
             return hit
@@ -216,10 +216,15 @@ class FPPHandle:
             adapter.n_ctx,
             cfg.steps,
         )
-        device = self._opts.device or adapter.device
+        device = self._request.device or adapter.device
         with frozen([adapter.text_encoder]), cpu_threads(cfg.threads, device):
             result = optimize_flat_prompt(
-                adapter.tower(), adapter.embedded(), self.predefined, cfg, device=device, progress=self._opts.progress
+                adapter.tower(),
+                adapter.embedded(),
+                self.predefined,
+                cfg,
+                device=device,
+                progress=self._request.progress,
             )
         prompt = prompt_from_result(
             result,
@@ -232,8 +237,8 @@ class FPPHandle:
             fingerprint=request.fingerprint,
         )
         self._memo[key] = prompt
-        if self._opts.cache is not None:
-            self._opts.cache.store(request, prompt)
+        if self._request.cache is not None:
+            self._request.cache.store(request, prompt)
         return prompt
 
     def _install(self, prompt: FPPPrompt) -> None:
@@ -267,7 +272,7 @@ def apply(
     progress: bool = True,
     device: str | torch.device | None = None,
     strict: bool = True,
-    **options: Any,
+    **config_fields: Any,
 ) -> FPPHandle:
     """Give a live TPT-style model an FPP initial prompt, in place (one line in the user's script).
 
@@ -296,7 +301,7 @@ def apply(
             embeddings and current class names); or a prompt to install: an
             :class:`~fpp_init.FPPPrompt`, a ``[n_ctx, D]`` tensor, a ``.safetensors`` path or an
             ``hf://`` reference (read by :func:`fpp_init.load_fpp_prompt`).
-        config: FPP hyperparameters for pretraining; keyword ``options`` override fields
+        config: FPP hyperparameters for pretraining; keyword ``config_fields`` (FPPConfig fields as keywords) override its fields
             (``steps=200, seed=1``).
         cache: reuse prompts pretrained earlier for the same text tower, class set, original
             ctx and config: ``True`` (the default cache folder), a folder, or ``False`` (default,
@@ -315,7 +320,7 @@ def apply(
             matches two (both are named).
         PromptMismatchError: the prompt's ``n_ctx``, width or fingerprint does not fit the model.
     """
-    if "class_agnostic" in options or "classnames" in options:
+    if "class_agnostic" in config_fields or "classnames" in config_fields:
         raise ConfigError(
             "apply() pretrains on the live model for its current class names (a live TPT model keeps no "
             "token-embedding table to draw class-agnostic tokens from). For a class-agnostic prompt, pretrain "
@@ -323,14 +328,14 @@ def apply(
             "pass it: apply(model, prompt)",
             param="class_agnostic",
         )
-    cfg = as_config(config, options)
+    cfg = as_config(config, config_fields)
     check_bool(progress, "progress")
     check_bool(strict, "strict")
     cache_dir = check_cache(cache)
     dev = check_device(device) if device is not None else None
     adapter = detect(model)
     prompt = None if source is None else as_prompt(source)
-    opts = ApplyOptions(
+    request = ApplyRequest(
         prompt=prompt,
         config=cfg,
         cache=None if cache_dir is None else PromptCache(cache_dir),
@@ -341,12 +346,12 @@ def apply(
 
     existing = FPPHandle.installed_in(adapter)
     if existing is not None:
-        existing.reconfigure(opts)
+        existing.reconfigure(request)
         return existing
 
     if adapter.beyond_paper is not None:
         warnings.warn(adapter.beyond_paper, BeyondPaperWarning, stacklevel=2)
-    handle = FPPHandle(adapter, opts)
+    handle = FPPHandle(adapter, request)
     logger.info(
         "FPP prompt installed in %s (%s, n_ctx %d)", type(adapter.root).__name__, adapter.description, adapter.n_ctx
     )

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from .._validate import check_device, check_dtype, check_int, check_str
-from ..artifacts import FPPPrompt, HubOptions, read_source
+from ..artifacts import FPPPrompt, HubAccess, read_source
 from ..artifacts.fpp_prompt import current_ctx
 from ..errors import PromptMismatchError
 from ..models import text_model
@@ -71,7 +71,7 @@ def load_fpp_prompt(
         prompt = read_source(
             source,
             filename,
-            options=HubOptions(revision, cache_dir, token, local_files_only),
+            access=HubAccess(revision, cache_dir, token, local_files_only),
             allow_pickle=allow_pickle,
         ).prompt
         where = f"prompt {os.fspath(source)!r}" + (f" / {filename!r}" if filename else "")

@@ -85,7 +85,7 @@ def pretrain_flat_prompt(
     checkpoint: str | os.PathLike[str] | None = None,
     checkpoint_every: int = const.DEFAULT_CHECKPOINT_EVERY,
     distributed: bool | None = None,
-    **options: Any,
+    **config_fields: Any,
 ) -> FPPPrompt:
     """Pretrain flat context vectors for a CLIP model (FPP, CVPR 2026).
 
@@ -103,7 +103,7 @@ def pretrain_flat_prompt(
             of the template's embeddings.
         init_ctx: an explicit start ``[n_ctx, D]`` (overrides ``config.init``).
         config: hyperparameters (:class:`FPPConfig`, or a dict of its fields); keyword
-            ``options`` override fields, e.g. ``steps=200, seed=1``.
+            ``config_fields`` (FPPConfig fields as keywords) override its fields, e.g. ``steps=200, seed=1``.
         device: where to compute; defaults to the model's device (or CUDA if available
             when loading by name).
         progress: show a tqdm bar with the current losses.
@@ -120,7 +120,7 @@ def pretrain_flat_prompt(
     Returns:
         The :class:`FPPPrompt` (ctx ``[n_ctx, D]`` fp32 on CPU, metadata, loss history).
     """
-    cfg = as_config(config, options)
+    cfg = as_config(config, config_fields)
     check_bool(class_agnostic, "class_agnostic")
     check_bool(progress, "progress")
     names, n = _class_set(classnames, class_agnostic, num_classes)

@@ -27,11 +27,11 @@ __all__ = ["sharpness"]
 _MEASURE_FIELDS = {f.name for f in dataclasses.fields(SharpnessConfig)}
 
 
-def _split_options(config: Any, options: dict[str, Any]) -> tuple[FPPConfig, SharpnessConfig]:
-    """Keyword options go to :class:`SharpnessConfig` (what to measure) or to the :class:`FPPConfig`
+def _split_fields(config: Any, config_fields: dict[str, Any]) -> tuple[FPPConfig, SharpnessConfig]:
+    """Keyword fields go to :class:`SharpnessConfig` (what to measure) or to the :class:`FPPConfig`
     (the noise: ``ctx_noise``, ``cls_noise``; execution: ``chunk_classes``, ``share_prefix``)."""
-    measure = {k: v for k, v in options.items() if k in _MEASURE_FIELDS}
-    noise = {k: v for k, v in options.items() if k not in _MEASURE_FIELDS}
+    measure = {k: v for k, v in config_fields.items() if k in _MEASURE_FIELDS}
+    noise = {k: v for k, v in config_fields.items() if k not in _MEASURE_FIELDS}
     return as_config(config, noise), SharpnessConfig().replace(**measure)
 
 
@@ -64,7 +64,7 @@ def sharpness(
     config: FPPConfig | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
-    **options: Any,
+    **config_fields: Any,
 ) -> SharpnessResult:
     """How flat a prompt's text features are: data-free, the quantity FPP optimises.
 
@@ -88,7 +88,7 @@ def sharpness(
             :class:`FPPConfig` (default: the paper's noise).
         device: where to compute (default: the model's device).
         progress: show a tqdm bar.
-        options: :class:`~fpp_init.config.SharpnessConfig` fields (``factors``, ``draws``,
+        config_fields: :class:`~fpp_init.config.SharpnessConfig` fields (``factors``, ``draws``,
             ``seed``, ``landscape``, ``span``, ``points``, ``points2d``, ``direction_norm``) or
             :class:`FPPConfig` fields (``ctx_noise=...``).
 
@@ -96,7 +96,7 @@ def sharpness(
         :class:`SharpnessResult` (``cos_drop`` per factor, ``align``, optional ``landscape``).
         The model's ``requires_grad`` flags and train/eval mode are left as found.
     """
-    cfg, measure = _split_options(config, options)
+    cfg, measure = _split_fields(config, config_fields)
     check_bool(progress, "progress")
     check_str(label, "label", allow_none=True)
     if template is not None and predefined_ctx is not None:
@@ -133,7 +133,7 @@ def sharpness(
         )
     with frozen([tm.model]):
         return measure_sharpness(
-            tm.tower, classes.prompts, ctx, classes.predefined_ctx, config=cfg, options=measure, label=label or name,
+            tm.tower, classes.prompts, ctx, classes.predefined_ctx, config=cfg, measure=measure, label=label or name,
             device=tm.device, progress=progress,
         )  # fmt: skip
 
@@ -180,5 +180,5 @@ def _live(
     with frozen([live.text_encoder]):
         return measure_sharpness(
             live.tower(), live.embedded(), check_ctx(ctx, "source", width=live.width), reference.float().cpu(),
-            config=cfg, options=measure, label=label or name, device=dev, progress=progress,
+            config=cfg, measure=measure, label=label or name, device=dev, progress=progress,
         )  # fmt: skip

@@ -40,7 +40,7 @@ import torch
 from .. import constants as const
 from .._io import atomic_write_bytes, check_writable_dir, path_stat, read_regular_file
 from .._validate import check_bool, check_path
-from .._zoospec import ZooJob, load_zoo_spec
+from .._zoospec import ZooJob, ZooSettings, load_zoo_spec
 from ..artifacts import FPPPrompt, read_prompt_file
 from ..artifacts.card import file_record, model_card
 from ..artifacts.hub import check_repo_id
@@ -111,19 +111,19 @@ def _finished(
 
 
 def _run_job(
-    job: ZooJob, out: Path, config: FPPConfig, options: dict[str, Any], distributed: bool, progress: bool
+    job: ZooJob, out: Path, config: FPPConfig, settings: ZooSettings, distributed: bool, progress: bool
 ) -> FPPPrompt:
     checkpoints = out / ".checkpoints"
     prompt = pretrain_flat_prompt(
         job.model,
         None if job.classnames is None else list(job.classnames),
         class_agnostic=job.classnames is None,
-        num_classes=options["num_classes"] if job.classnames is None else None,
+        num_classes=settings.num_classes if job.classnames is None else None,
         template=job.template,
         config=config.replace(seed=job.seed),
         progress=progress,
         checkpoint=checkpoints / (job.filename + ".ckpt"),
-        checkpoint_every=options["checkpoint_every"],
+        checkpoint_every=settings.checkpoint_every,
         distributed=distributed,
     )
     return prompt
@@ -140,26 +140,26 @@ def build_zoo(
     if repo_id is not None:
         check_repo_id(repo_id)
     check_bool(progress, "progress")
-    jobs, config, options = load_zoo_spec(spec)
+    jobs, config, settings = load_zoo_spec(spec)
     folder = check_writable_dir(check_path(out, "out"), "zoo output folder")
     device = _distributed.local_device() or torch.device("cpu")
     with _distributed.session(None, device, config.dist_timeout) as group:
         rank, world = (0, 1) if group is None else (group.rank, group.world)
-        big = [j for j in jobs if j.num_classes > options["shard_above"]] if group is not None else []
+        big = [j for j in jobs if j.num_classes > settings.shard_above] if group is not None else []
         small = [j for j in jobs if j not in big]
         recorded = _recorded_digests(folder)
         for job in big + small[rank::world]:
             path = folder / job.filename
-            if _finished(path, job, config, options["num_classes"], recorded) is not None:
+            if _finished(path, job, config, settings.num_classes, recorded) is not None:
                 logger.info("zoo: %s is done; skipped", job.filename)
                 continue
             logger.info("zoo: building %s", job.filename)
-            prompt = _run_job(job, folder, config, options, distributed=job in big, progress=progress and rank == 0)
+            prompt = _run_job(job, folder, config, settings, distributed=job in big, progress=progress and rank == 0)
             if rank == 0 or job not in big:
                 prompt.save(path)
         if group is not None:
             group.broadcast(None)  # a barrier: every rank's jobs are written
-        entries = _manifest(folder, jobs, config, options["num_classes"]) if rank == 0 else []
+        entries = _manifest(folder, jobs, config, settings.num_classes) if rank == 0 else []
         if rank == 0:
             _write_index(folder, entries, repo_id)
     return [{k: v for k, v in e.items() if k != "record"} for e in entries]

@@ -11,7 +11,7 @@ from .export import build_hub_folder, collect_prompts, export_coop
 from .files import PromptFile, read_prompt_file
 from .fpp_prompt import FPPPrompt, prompt_bytes, save_fpp_prompt
 from .hub import HubRef, default_filename, parse_hub_ref
-from .sources import HubOptions, as_prompt, is_prompt_path, read_source, resolve_path
+from .sources import HubAccess, as_prompt, is_prompt_path, read_source, resolve_path
 
 __all__ = [
     "FPPPrompt",
@@ -19,7 +19,7 @@ __all__ = [
     "prompt_bytes",
     "PromptFile",
     "read_prompt_file",
-    "HubOptions",
+    "HubAccess",
     "resolve_path",
     "read_source",
     "as_prompt",

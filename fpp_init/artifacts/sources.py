@@ -15,10 +15,10 @@ from . import hub
 from .files import PromptFile, read_prompt_file
 from .fpp_prompt import FPPPrompt, current_ctx
 
-__all__ = ["HubOptions", "resolve_path", "read_source", "as_prompt", "is_prompt_path"]
+__all__ = ["HubAccess", "resolve_path", "read_source", "as_prompt", "is_prompt_path"]
 
 
-class HubOptions:
+class HubAccess:
     """How Hub sources are fetched (validated once): revision, cache folder, token, offline."""
 
     def __init__(
@@ -37,10 +37,10 @@ class HubOptions:
 
 
 def resolve_path(
-    source: Any, filename: Any = None, *, options: HubOptions | None = None, allow_pickle: bool = False
+    source: Any, filename: Any = None, *, access: HubAccess | None = None, allow_pickle: bool = False
 ) -> Path:
     """The local file behind ``source``: a path, ``hf://OWNER/REPO[@REV]/FILE``, or ``OWNER/REPO`` + ``filename``."""
-    opts = options or HubOptions()
+    access = access or HubAccess()
     if not isinstance(source, (str, os.PathLike)):
         raise ConfigError(
             f"source must be a prompt file path or an hf:// reference, got {source!r} ({type(source).__name__})",
@@ -53,28 +53,30 @@ def resolve_path(
         hub.check_repo_id(source, "source")  # 'a/b/c' + filename must not become repository a/b
         source = f"{const.HUB_SCHEME}{source}/{filename}"
     if hub.is_hub_ref(source):
-        ref = hub.parse_hub_ref(str(source), revision=opts.revision)
+        ref = hub.parse_hub_ref(str(source), revision=access.revision)
         if Path(ref.filename).suffix.lower() in const.PICKLE_SUFFIXES and not allow_pickle:
             raise PickleFileError(
                 f"{ref} is a pickle (torch.save) file; pickles can run code, so fpp-init refuses them by default. "
                 "If you trust the repository, pass allow_pickle=True (read with torch.load(weights_only=True))"
             )
-        path = hub.download(ref, cache_dir=opts.cache_dir, token=opts.token, local_files_only=opts.local_files_only)
+        path = hub.download(
+            ref, cache_dir=access.cache_dir, token=access.token, local_files_only=access.local_files_only
+        )
         assert path is not None
         return path
-    if opts.revision is not None:
+    if access.revision is not None:
         raise HubError(
-            f"revision={opts.revision!r} applies only to Hub sources, not to the local path {os.fspath(source)!r}"
+            f"revision={access.revision!r} applies only to Hub sources, not to the local path {os.fspath(source)!r}"
         )
     return check_prompt_path(source, "source")
 
 
 def read_source(
-    source: Any, filename: Any = None, *, options: HubOptions | None = None, allow_pickle: Any = False
+    source: Any, filename: Any = None, *, access: HubAccess | None = None, allow_pickle: Any = False
 ) -> PromptFile:
     """Resolve and read a prompt source (validated)."""
     allow = check_bool(allow_pickle, "allow_pickle")
-    return read_prompt_file(resolve_path(source, filename, options=options, allow_pickle=allow), allow_pickle=allow)
+    return read_prompt_file(resolve_path(source, filename, access=access, allow_pickle=allow), allow_pickle=allow)
 
 
 def as_prompt(source: Any, *, what: str = "source", allow_pickle: bool = False) -> FPPPrompt:

@@ -91,10 +91,10 @@ def register(sub: Any) -> None:
 
 def _read(args: argparse.Namespace, source: str) -> Any:
     """A SOURCE read as the source options say (a ``PromptFile``)."""
-    from ..artifacts import HubOptions, read_source
+    from ..artifacts import HubAccess, read_source
 
-    options = HubOptions(getattr(args, "revision", None), args.cache_dir, None, args.offline)
-    return read_source(source, options=options, allow_pickle=args.allow_pickle)
+    access = HubAccess(getattr(args, "revision", None), args.cache_dir, None, args.offline)
+    return read_source(source, access=access, allow_pickle=args.allow_pickle)
 
 
 def _one_source(args: argparse.Namespace, what: str) -> str:

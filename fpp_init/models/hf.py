@@ -177,13 +177,13 @@ def load_hf(ref: str, device: torch.device) -> TextModel:
         )
     else:
         hint = "check the name, or pass a local folder written by save_pretrained"
-    options = {"local_files_only": True} if cache_only else {}
+    cache_kwargs = {"local_files_only": True} if cache_only else {}
     with global_rng_kept(device), quiet_hub():
         try:
-            config = transformers.AutoConfig.from_pretrained(ref, **options)
+            config = transformers.AutoConfig.from_pretrained(ref, **cache_kwargs)
             cls = _model_class(transformers, config, ref)
-            model = cls.from_pretrained(ref, config=config, **options)
-            tokenizer = transformers.CLIPTokenizer.from_pretrained(ref, **options)
+            model = cls.from_pretrained(ref, config=config, **cache_kwargs)
+            tokenizer = transformers.CLIPTokenizer.from_pretrained(ref, **cache_kwargs)
         except ModelLoadError:
             raise
         except Exception as exc:  # OSError, HFValidationError, ValueError, EnvironmentError, ...
