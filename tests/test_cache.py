@@ -17,7 +17,8 @@ import fpp_init.api.pretrain as pretrain_module
 from fpp_init import FPPConfig
 from fpp_init._io import default_cache_dir
 from fpp_init.artifacts import read_prompt_file
-from fpp_init.artifacts.cache import CacheRequest, PromptCache
+from fpp_init.artifacts.cache import PromptCache
+from fpp_init.artifacts.identity import RunIdentity
 
 NAMES = ["banded", "blotchy", "braided", "bubbly"]
 
@@ -31,7 +32,7 @@ def _run(model: torch.nn.Module, cache: object, names: list[str] = NAMES, **kw: 
     return fpp_init.pretrain_flat_prompt(model, names, progress=False, cache=cache, **options)  # type: ignore[arg-type]
 
 
-def _request(prompt: fpp_init.FPPPrompt, **changes: object) -> CacheRequest:
+def _request(prompt: fpp_init.FPPPrompt, **changes: object) -> RunIdentity:
     values: dict[str, object] = dict(
         fingerprint=prompt.fingerprint,
         classnames=prompt.classnames,
@@ -42,7 +43,7 @@ def _request(prompt: fpp_init.FPPPrompt, **changes: object) -> CacheRequest:
         config=FPPConfig.from_dict(prompt.config),
     )
     values.update(changes)
-    return CacheRequest(**values)  # type: ignore[arg-type]
+    return RunIdentity(**values)  # type: ignore[arg-type]
 
 
 def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -64,8 +65,8 @@ def test_cache_key_covers_every_input() -> None:
         init_ctx=None,
         config=FPPConfig(),
     )
-    key = CacheRequest(**base).key  # type: ignore[arg-type]
-    assert key == CacheRequest(**base).key  # type: ignore[arg-type]
+    key = RunIdentity(**base).key  # type: ignore[arg-type]
+    assert key == RunIdentity(**base).key  # type: ignore[arg-type]
     assert len(key) == 32
     changes = [
         {"fingerprint": "fp2"},
@@ -80,7 +81,7 @@ def test_cache_key_covers_every_input() -> None:
         {"config": FPPConfig(flat_weight=2.0)},
         {"config": FPPConfig(ctx_noise=0.0)},
     ]
-    keys = {CacheRequest(**{**base, **c}).key for c in changes}  # type: ignore[arg-type]
+    keys = {RunIdentity(**{**base, **c}).key for c in changes}  # type: ignore[arg-type]
     assert len(keys) == len(changes) and key not in keys
     # execution-only fields do not change the result, so not the key
     for cfg in (
@@ -89,7 +90,7 @@ def test_cache_key_covers_every_input() -> None:
         FPPConfig(autocast="off"),
         FPPConfig(threads=1),
     ):
-        assert CacheRequest(**{**base, "config": cfg}).key == key  # type: ignore[arg-type]
+        assert RunIdentity(**{**base, "config": cfg}).key == key  # type: ignore[arg-type]
 
 
 def test_hit_skips_optimiser_and_changed_config_misses(

@@ -19,9 +19,10 @@ from .._validate import check_bool, check_cache, check_classnames, check_device
 from ..adapters import PromptDesign, Snapshot, detect
 from ..algorithm import optimize_flat_prompt
 from ..artifacts import FPPPrompt, as_prompt
-from ..artifacts.cache import CacheRequest, PromptCache
+from ..artifacts.cache import PromptCache
 from ..artifacts.export import PromptSource
 from ..artifacts.fpp_prompt import current_ctx
+from ..artifacts.identity import RunIdentity
 from ..config import FPPConfig, as_config
 from ..errors import BeyondPaperWarning, ConfigError, PromptMismatchError, PromptMismatchWarning
 from ..models.clip import infer_backbone
@@ -197,16 +198,16 @@ class FPPHandle:
         adapter = self.adapter
         cfg = self._request.config
         layout = f"live:{adapter.name}:{adapter.ctx_start}:{adapter.prompts_digest()}"  # what the class set embeds
-        request = CacheRequest(
+        identity = RunIdentity(
             self._tower_fingerprint(), adapter.classnames(), adapter.num_classes, layout, self.predefined, None, cfg
         )
-        key = request.key
+        key = identity.key
         if key in self._memo:
             return self._memo[key]
         names = adapter.classnames()
         if names is not None:  # the codebase's own label set: warned about, not refused
             check_classnames(names, "the model's class names", repeats="warn")
-        hit = self._request.cache.lookup(request) if self._request.cache is not None else None
+        hit = self._request.cache.lookup(identity) if self._request.cache is not None else None
         if hit is not None:
             self._memo[key] = hit
             return hit
@@ -234,11 +235,11 @@ class FPPHandle:
             classnames=adapter.classnames(),
             class_agnostic=False,
             num_classes=adapter.num_classes,
-            fingerprint=request.fingerprint,
+            fingerprint=identity.fingerprint,
         )
         self._memo[key] = prompt
         if self._request.cache is not None:
-            self._request.cache.store(request, prompt)
+            self._request.cache.store(identity, prompt)
         return prompt
 
     def _install(self, prompt: FPPPrompt) -> None:

@@ -17,7 +17,8 @@ from .._runtime import cpu_threads, frozen
 from .._validate import check_bool, check_cache, check_classnames, check_ctx, check_int, check_path
 from ..algorithm import FPPResult, optimize_flat_prompt
 from ..artifacts import FPPPrompt
-from ..artifacts.cache import CacheRequest, PromptCache
+from ..artifacts.cache import PromptCache
+from ..artifacts.identity import RunIdentity
 from ..config import FPPConfig, as_config
 from ..errors import ClassNameError, ConfigError
 from ..models import ClassPrompts, TextModel, build_class_prompts, text_model
@@ -141,8 +142,8 @@ def pretrain_flat_prompt(
     )
     if init_ctx is not None:
         init_ctx = check_ctx(init_ctx, "init_ctx", width=tm.width, n_ctx=classes.n_ctx).float().cpu()
-    request = CacheRequest(tm.fingerprint(), names, n, classes.template, classes.predefined_ctx, init_ctx, cfg)
-    run = _Job(tm, classes, request, init_ctx, progress, cache_dir, ckpt_path, checkpoint_every)
+    identity = RunIdentity(tm.fingerprint(), names, n, classes.template, classes.predefined_ctx, init_ctx, cfg)
+    run = _Job(tm, classes, identity, init_ctx, progress, cache_dir, ckpt_path, checkpoint_every)
     with _distributed.session(distributed, tm.device, cfg.dist_timeout) as group:
         return run(group)
 
@@ -155,23 +156,23 @@ class _Job:
         self,
         tm: TextModel,
         classes: ClassPrompts,
-        request: CacheRequest,
+        identity: RunIdentity,
         init_ctx: torch.Tensor | None,
         progress: bool,
         cache_dir: Path | None,
         checkpoint: Path | None,
         checkpoint_every: int,
     ) -> None:
-        self.tm, self.classes, self.request, self.init_ctx = tm, classes, request, init_ctx
+        self.tm, self.classes, self.identity, self.init_ctx = tm, classes, identity, init_ctx
         self.progress, self.cache_dir = progress, cache_dir
         self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
 
     def __call__(self, group: _distributed.Group | None) -> FPPPrompt:
         writer = group is None or group.rank == 0
         if group is not None:
-            group.check_same(self.request.key, "inputs (model weights, class names, template, config)")
+            group.check_same(self.identity.key, "inputs (model weights, class names, template, config)")
         cache = PromptCache(self.cache_dir) if self.cache_dir is not None and writer else None
-        hit = cache.lookup(self.request) if cache is not None else None
+        hit = cache.lookup(self.identity) if cache is not None else None
         if group is not None:
             hit = group.broadcast(hit)
         if hit is not None:
@@ -179,17 +180,17 @@ class _Job:
         ckpt = None
         if self.checkpoint is not None:
             ckpt = FileCheckpoint(
-                self.checkpoint, self.request.key, self.request.config.steps, self.checkpoint_every, group
+                self.checkpoint, self.identity.key, self.identity.config.steps, self.checkpoint_every, group
             )
         prompt = self._optimize(group, ckpt, writer)
         if cache is not None:
-            cache.store(self.request, prompt)
+            cache.store(self.identity, prompt)
         if ckpt is not None:
             ckpt.finish()
         return prompt
 
     def _optimize(self, group: _distributed.Group | None, ckpt: FileCheckpoint | None, writer: bool) -> FPPPrompt:
-        tm, classes, cfg, names = self.tm, self.classes, self.request.config, self.request.classnames
+        tm, classes, cfg, names = self.tm, self.classes, self.identity.config, self.identity.classnames
         with frozen([tm.model]), cpu_threads(cfg.threads, tm.device):
             result = optimize_flat_prompt(
                 tm.tower,
@@ -210,6 +211,6 @@ class _Job:
             template=classes.template,
             classnames=names,
             class_agnostic=names is None,
-            num_classes=self.request.num_classes,
-            fingerprint=self.request.fingerprint,
+            num_classes=self.identity.num_classes,
+            fingerprint=self.identity.fingerprint,
         )
