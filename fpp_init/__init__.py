@@ -1,26 +1,23 @@
 """fpp-init: flatness-aware prompt pretraining (FPP) for test-time prompt tuning.
 
-The public API::
+The public API (each name documented in the docs' API reference)::
 
     pretrain_flat_prompt   pretrain context vectors for a CLIP model (the FPP algorithm)
+    FPPPrompt, FPPConfig   the prompt artifact and the hyperparameters
     load_fpp_prompt        load a prompt file (local .safetensors or Hugging Face Hub)
     save_fpp_prompt        write a prompt file (also ``FPPPrompt.save``)
-    push_fpp_prompt        upload prompt files plus a model card to the Hub
     export_coop            write a CoOp-format checkpoint for TPT-family ``--load``
-    FPPPrompt, FPPConfig   the prompt artifact and the hyperparameters
-    fingerprint_model      text-tower fingerprint, to check a prompt against a model
-    sharpness              data-free flatness of a prompt (loss increase under noise, landscape slices)
-    SharpnessConfig, SharpnessResult
-    metrics                calibration metrics (ECE, MCE, AECE, SCE, AURC, accuracy)
+    push_fpp_prompt        upload prompt files plus a model card to the Hub
+    build_zoo              many prompts (backbones x class sets x seeds) from one spec
     apply, FPPHandle       one-line FPP initialisation of a live TPT-family model (undoable)
-    import_clip, load_clip clip-anytorch's module / clip.load, also where ``import clip`` fails
-                           (setuptools >= 82 has no pkg_resources)
-    FPPError and subclasses; FPPWarning and subclasses
+    fingerprint_model      text-tower fingerprint, to check a prompt against a model
+    sharpness              data-free flatness of a prompt; SharpnessConfig, SharpnessResult
+    metrics                calibration metrics (ECE, MCE, AECE, SCE, AURC, accuracy)
+    import_clip, load_clip clip-anytorch in any environment (no pkg_resources needed)
+    FPPError, FPPWarning   the roots of every error and warning; the subclasses are in fpp_init.errors
 
-Layers, each importing only from those below it::
-
-    cli -> api (the front doors) -> artifacts | adapters | backbones -> algorithm -> towers
-        -> config, errors, constants, _validate, _io, _runtime
+Extension points: :mod:`fpp_init.adapters` (prompt-learner designs), :mod:`fpp_init.models` and
+:mod:`fpp_init.towers` (CLIP libraries), :mod:`fpp_init.artifacts` (files and the Hub).
 
 ``import fpp_init`` is light: torch and the rest load on first use of a name that needs them.
 """
@@ -31,38 +28,10 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from . import errors
 from ._version import __version__
 from .config import FPPConfig, SharpnessConfig
-from .errors import (
-    AdapterError,
-    BeyondPaperWarning,
-    CacheWarning,
-    CheckpointError,
-    ClassNameError,
-    ClassNameWarning,
-    ConfigError,
-    ContextLengthWarning,
-    DistributedError,
-    FastPathWarning,
-    FPPError,
-    FPPWarning,
-    HubError,
-    LongRunWarning,
-    MetricInputError,
-    MissingDependencyError,
-    ModelLoadError,
-    NonFiniteError,
-    OutputError,
-    PickleFileError,
-    PlotDependencyError,
-    PromptFileError,
-    PromptFormatError,
-    PromptMismatchError,
-    PromptMismatchWarning,
-    PromptShapeError,
-    PromptVersionError,
-    TemplateError,
-)
+from .errors import FPPError, FPPWarning
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import metrics
@@ -70,6 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .api import (
         FPPHandle,
         apply,
+        build_zoo,
         fingerprint_model,
         import_clip,
         load_clip,
@@ -90,9 +60,10 @@ _LAZY = {
     "fingerprint_model": ".api",
     "sharpness": ".api",
     "apply": ".api",
+    "FPPHandle": ".api",
+    "build_zoo": ".api",
     "import_clip": ".api",
     "load_clip": ".api",
-    "FPPHandle": ".api",
     "FPPPrompt": ".artifacts",
     "save_fpp_prompt": ".artifacts",
     "export_coop": ".artifacts",
@@ -103,49 +74,25 @@ _LAZY = {
 __all__ = [
     "__version__",
     "pretrain_flat_prompt",
-    "load_fpp_prompt",
-    "save_fpp_prompt",
-    "push_fpp_prompt",
-    "export_coop",
-    "fingerprint_model",
-    "sharpness",
-    "SharpnessResult",
-    "SharpnessConfig",
-    "metrics",
-    "apply",
-    "FPPHandle",
-    "import_clip",
-    "load_clip",
     "FPPPrompt",
     "FPPConfig",
+    "load_fpp_prompt",
+    "save_fpp_prompt",
+    "export_coop",
+    "push_fpp_prompt",
+    "build_zoo",
+    "apply",
+    "FPPHandle",
+    "fingerprint_model",
+    "sharpness",
+    "SharpnessConfig",
+    "SharpnessResult",
+    "metrics",
+    "import_clip",
+    "load_clip",
+    "errors",
     "FPPError",
-    "ConfigError",
-    "ClassNameError",
-    "TemplateError",
-    "PromptShapeError",
-    "ModelLoadError",
-    "MissingDependencyError",
-    "PlotDependencyError",
-    "PromptFileError",
-    "PickleFileError",
-    "PromptFormatError",
-    "PromptVersionError",
-    "PromptMismatchError",
-    "OutputError",
-    "HubError",
-    "AdapterError",
-    "MetricInputError",
-    "NonFiniteError",
-    "CheckpointError",
-    "DistributedError",
     "FPPWarning",
-    "PromptMismatchWarning",
-    "ContextLengthWarning",
-    "ClassNameWarning",
-    "LongRunWarning",
-    "BeyondPaperWarning",
-    "CacheWarning",
-    "FastPathWarning",
 ]
 
 

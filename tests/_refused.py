@@ -27,7 +27,7 @@ LONG_PATH = "/".join(["d" * 200] * 25)  # 5 000 characters
 def _preload() -> None:
     import importlib
 
-    import fpp_init.api.zoo
+    import fpp_init.api._zoo
     import fpp_init.cli  # noqa: F401
     from fpp_init.models.clip import import_clip
 

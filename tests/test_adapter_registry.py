@@ -14,10 +14,10 @@ from standins.tpt import TextEncoder
 from torch import nn
 
 import fpp_init
-from fpp_init import AdapterError
 from fpp_init.adapters import PromptDesign, detect, register_design, registered_designs
 from fpp_init.adapters import _registry as registry
 from fpp_init.adapters.tpt import TPTDesign
+from fpp_init.errors import AdapterError
 
 NAMES = ["banded", "blotchy", "braided", "bubbly"]
 FAST = dict(steps=3, seed=1, cache=False, progress=False)

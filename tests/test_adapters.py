@@ -11,10 +11,11 @@ from conftest import build_tiny_clip, clip_tower
 from standins import IT3AModel, get_cocoop, get_coop, get_maple
 
 import fpp_init
-from fpp_init import AdapterError, FPPPrompt, PromptMismatchError
+from fpp_init import FPPPrompt
 from fpp_init._runtime import frozen
 from fpp_init.algorithm import EmbeddedPrompts, optimize_flat_prompt
 from fpp_init.config import FPPConfig
+from fpp_init.errors import AdapterError, PromptMismatchError
 from fpp_init.towers import CallableTextTower
 
 pytestmark = pytest.mark.slow  # the upstream stand-in models: part of the full suite; skipped by -m 'not slow'
@@ -61,7 +62,7 @@ def test_encoder_that_is_not_plain_clip_is_called_itself(
 ) -> None:
     # features doubled: the fast tower disagrees, so the live encoder is used (normalised: same FPP result)
     model = get_coop(tiny_clip, NAMES_A, kind="scaled")
-    with pytest.warns(fpp_init.FastPathWarning, match="disagrees"):
+    with pytest.warns(fpp_init.errors.FastPathWarning, match="disagrees"):
         handle = fpp_init.apply(model, **FAST)
     torch.testing.assert_close(handle.prompt.ctx, reference(tiny_clip, NAMES_A).ctx, atol=1e-5, rtol=0)
 
@@ -238,7 +239,7 @@ def test_given_prompt_is_checked_by_fingerprint_and_installed(tiny_clip: torch.n
         fpp_init.apply(model, torch.zeros(3, 128))
     with pytest.raises(PromptMismatchError, match="another backbone"):
         fpp_init.apply(model, torch.zeros(4, 64))
-    with pytest.raises(fpp_init.PromptShapeError, match="NaN or Inf"):
+    with pytest.raises(fpp_init.errors.PromptShapeError, match="NaN or Inf"):
         fpp_init.apply(model, torch.full((4, 128), float("nan")))
 
 
@@ -297,7 +298,7 @@ def test_cocoop_and_maple_are_supported(tiny_clip: torch.nn.Module, build: objec
 
 
 def test_class_agnostic_pretraining_on_a_live_model_is_explained(tiny_clip: torch.nn.Module) -> None:
-    with pytest.raises(fpp_init.ConfigError, match="pretrain_flat_prompt"):
+    with pytest.raises(fpp_init.errors.ConfigError, match="pretrain_flat_prompt"):
         fpp_init.apply(get_coop(tiny_clip, NAMES_A), class_agnostic=True)
 
 

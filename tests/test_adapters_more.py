@@ -11,10 +11,10 @@ from helpers import load_trained
 from standins import TextEncoder, get_cocoop, get_maple
 
 import fpp_init
-from fpp_init import AdapterError, PromptMismatchError
 from fpp_init._runtime import frozen
 from fpp_init.algorithm import EmbeddedPrompts, optimize_flat_prompt
 from fpp_init.config import FPPConfig
+from fpp_init.errors import AdapterError, PromptMismatchError
 from fpp_init.towers import CallableTextTower
 
 pytestmark = pytest.mark.slow  # the upstream stand-in models: part of the full suite; skipped by -m 'not slow'
@@ -186,7 +186,7 @@ def test_maple_pretrains_through_the_deep_prompts(clip3: torch.nn.Module, caplog
     pl = model.prompt_learner
     assert pl.token_prefix.shape[1] == 1 and pl.ctx.shape == (2, 128) and len(pl.compound_prompts_text) == 2
     trained = pl.ctx.detach().clone()
-    with pytest.warns(fpp_init.BeyondPaperWarning, match=r"beyond the paper.*") as record:
+    with pytest.warns(fpp_init.errors.BeyondPaperWarning, match=r"beyond the paper.*") as record:
         handle = fpp_init.apply(model, **FAST)
     assert "proj" in str(record[0].message)
     torch.testing.assert_close(handle.predefined, trained)  # aligned with the original (trained) ctx

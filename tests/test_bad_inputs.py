@@ -19,12 +19,11 @@ from standins import get_coop
 from test_hub import make_prompt
 
 import fpp_init
-from fpp_init import (
+from fpp_init import FPPConfig, FPPError, FPPPrompt, build_zoo, metrics
+from fpp_init._zoospec import load_zoo_spec
+from fpp_init.errors import (
     ClassNameError,
     ConfigError,
-    FPPConfig,
-    FPPError,
-    FPPPrompt,
     MetricInputError,
     ModelLoadError,
     NonFiniteError,
@@ -32,9 +31,7 @@ from fpp_init import (
     PromptFileError,
     PromptShapeError,
     TemplateError,
-    metrics,
 )
-from fpp_init.api.zoo import build_zoo, load_zoo_spec
 
 NAMES = ["banded", "blotchy"]
 
@@ -290,7 +287,7 @@ def test_fpp_prompt_enforces_its_invariants() -> None:
     prompt = FPPPrompt(ctx=ctx.clone())
     prompt.ctx[0, 0] = float("inf")
     with pytest.raises(PromptShapeError, match="NaN or Inf"):
-        fpp_init.artifacts.prompt_bytes(prompt)
+        fpp_init.artifacts.fpp_prompt.prompt_bytes(prompt)
 
 
 def _edited(kind: str) -> FPPPrompt:
@@ -462,7 +459,7 @@ def test_config_validates_on_construction() -> None:
         FPPConfig(steps=-5)
     assert FPPConfig().resolved_flat_weight(47) == pytest.approx(1 + 15 / 47)
     assert FPPConfig(flat_weight=1.25).resolved_flat_weight(1000) == 1.25
-    assert fpp_init.pretrain_flat_prompt.__module__ == "fpp_init.api.pretrain"
+    assert fpp_init.pretrain_flat_prompt.__module__ == "fpp_init.api._pretrain"
 
 
 def test_default_filename_and_export_arguments(tmp_path: Path) -> None:
@@ -477,14 +474,14 @@ def test_default_filename_and_export_arguments(tmp_path: Path) -> None:
 
 def test_other_width_model_refuses_prompt(tmp_path: Path) -> None:
     model = build_tiny_clip(64, layers=1)
-    with pytest.raises(fpp_init.PromptMismatchError, match="width 128 but 64 was expected"):
+    with pytest.raises(fpp_init.errors.PromptMismatchError, match="width 128 but 64 was expected"):
         fpp_init.load_fpp_prompt(make_prompt(), model=model)
 
 
 def test_figure_options_are_checked_before_drawing(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     (tmp_path / "dir").mkdir()
-    with pytest.raises(fpp_init.OutputError, match="existing folder"):
+    with pytest.raises(fpp_init.errors.OutputError, match="existing folder"):
         metrics.reliability_diagram([[0.6, 0.4]], [0], path=tmp_path / "dir")
     with pytest.raises(ConfigError, match="title must be a non-empty string"):
         metrics.reliability_diagram([[0.6, 0.4]], [0], title=3)  # type: ignore[arg-type]
@@ -496,10 +493,10 @@ def test_figure_options_are_checked_before_drawing(tmp_path: Path) -> None:
 
 
 def test_class_names_only_case_tells_apart_warn(tiny_clip: torch.nn.Module) -> None:
-    with pytest.warns(fpp_init.ClassNameWarning) as caught:
+    with pytest.warns(fpp_init.errors.ClassNameWarning) as caught:
         prompt = run(tiny_clip, ["dog", "cat", "Dog", "willow_tree", "willow tree"], cache=False)
     assert prompt.classnames == ["dog", "cat", "Dog", "willow_tree", "willow tree"]  # kept as given
-    [warning] = [w for w in caught if w.category is fpp_init.ClassNameWarning]
+    [warning] = [w for w in caught if w.category is fpp_init.errors.ClassNameWarning]
     text = str(warning.message)
     assert "'dog' (classnames[0]) and 'Dog' (classnames[2])" in text
     assert "'willow_tree' (classnames[3]) and 'willow tree' (classnames[4])" in text
@@ -508,7 +505,7 @@ def test_class_names_only_case_tells_apart_warn(tiny_clip: torch.nn.Module) -> N
 
 def test_repeated_class_names_everywhere(tiny_clip: torch.nn.Module, tmp_path: Path) -> None:
     """One validator, one class: pretrain, sharpness, a zoo class set; a live model's own set only warns."""
-    from fpp_init.api.zoo import load_zoo_spec
+    from fpp_init._zoospec import load_zoo_spec
 
     with pytest.raises(ClassNameError, match=r"'cat' \(classnames\[0\] and classnames\[2\]\)"):
         fpp_init.sharpness(tiny_clip, "a photo of a", ["cat", "dog", "cat"], progress=False)
@@ -523,7 +520,7 @@ def test_repeated_class_names_everywhere(tiny_clip: torch.nn.Module, tmp_path: P
         load_zoo_spec({**spec, "classes": [str(tmp_path / "empty.txt")]})
     model = get_coop(tiny_clip, ["missile", "tank", "missile"])
     with pytest.warns(
-        fpp_init.ClassNameWarning, match=r"'missile' \(position 0 and position 2\) is given more than once"
+        fpp_init.errors.ClassNameWarning, match=r"'missile' \(position 0 and position 2\) is given more than once"
     ):
         handle = fpp_init.apply(model, steps=1, progress=False)
     assert handle.prompt is not None and handle.prompt.classnames == ["missile", "tank", "missile"]
@@ -682,7 +679,7 @@ def test_paths_the_os_refuses_to_write(
     os_error: type[Exception],
     encode_error: type[Exception],
 ) -> None:
-    import fpp_init.api.pretrain as pretrain_module
+    import fpp_init.api._pretrain as pretrain_module
 
     monkeypatch.setattr(pretrain_module, "optimize_flat_prompt", _no_work)
     with refused_folder() as r:

@@ -13,7 +13,7 @@ import torch
 from test_hub import make_prompt
 
 import fpp_init
-import fpp_init.api.pretrain as pretrain_module
+import fpp_init.api._pretrain as pretrain_module
 from fpp_init import FPPConfig
 from fpp_init._io import default_cache_dir
 from fpp_init.artifacts import read_prompt_file
@@ -145,7 +145,7 @@ def test_damaged_entry_is_a_miss_and_rewritten(tiny_clip: torch.nn.Module, tmp_p
     first = _run(tiny_clip, cache, names=NAMES[:2])
     (entry,) = list(cache.iterdir())
     entry.write_bytes(entry.read_bytes()[:50])
-    with pytest.warns(fpp_init.CacheWarning, match="ignoring unusable prompt cache entry"):
+    with pytest.warns(fpp_init.errors.CacheWarning, match="ignoring unusable prompt cache entry"):
         again = _run(tiny_clip, cache, names=NAMES[:2])
     assert again.history  # recomputed
     assert torch.equal(again.ctx, first.ctx)  # same seed, same result
@@ -189,7 +189,7 @@ def test_cache_folder_that_cannot_be_used_warns_once_and_the_run_goes_on(
             warnings.simplefilter("always")
             prompt = _run(tiny_clip, folder, names=NAMES[:2])
         assert prompt.history and torch.isfinite(prompt.ctx).all()
-        cache_warnings = [w for w in seen if issubclass(w.category, fpp_init.CacheWarning)]
+        cache_warnings = [w for w in seen if issubclass(w.category, fpp_init.errors.CacheWarning)]
         assert len(cache_warnings) == 1 and "disabled" in str(cache_warnings[0].message)
     assert blocker.read_text() == "not a folder"
 

@@ -62,11 +62,11 @@ def test_checkpoint_of_other_inputs_is_refused(
     for change in ({"names": NAMES[:3]}, {"seed": 4}, {"lr": 0.02}, {"template": "a picture of a"}):
         kw = {**RUN, **change}
         names = kw.pop("names", NAMES)
-        with pytest.raises(fpp_init.CheckpointError, match="written for other inputs"):
+        with pytest.raises(fpp_init.errors.CheckpointError, match="written for other inputs"):
             fpp_init.pretrain_flat_prompt(tiny_clip, names, checkpoint=ckpt, **kw)
         assert ckpt.read_bytes() == data  # never mixed, never overwritten
     ckpt.write_bytes(b"not a checkpoint")
-    with pytest.raises(fpp_init.CheckpointError, match="cannot be read"):
+    with pytest.raises(fpp_init.errors.CheckpointError, match="cannot be read"):
         fpp_init.pretrain_flat_prompt(tiny_clip, NAMES, checkpoint=ckpt, **RUN)
 
 
@@ -151,12 +151,12 @@ def test_a_huge_step_count_warns_with_the_estimated_time(
 ) -> None:
     with monkeypatch.context() as m:
         _interrupt_at(m, 7)
-        with pytest.warns(fpp_init.LongRunWarning) as caught, pytest.raises(KeyboardInterrupt):
+        with pytest.warns(fpp_init.errors.LongRunWarning) as caught, pytest.raises(KeyboardInterrupt):
             fpp_init.pretrain_flat_prompt(tiny_clip, NAMES, steps=10**9, progress=False)
     [warning] = caught.list
     text = str(warning.message)
     assert re.match(r"steps=1000000000 will take about [0-9.]+ (days|years) more at [0-9.e-]+ s per", text)
     assert "the paper uses 1000 steps" in text
     with warnings.catch_warnings():  # the paper's count: no warning
-        warnings.simplefilter("error", fpp_init.LongRunWarning)
+        warnings.simplefilter("error", fpp_init.errors.LongRunWarning)
         fpp_init.pretrain_flat_prompt(tiny_clip, NAMES, steps=5, progress=False)

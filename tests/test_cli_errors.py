@@ -17,7 +17,7 @@ import torch
 from _refused import LONG_NAME, LONG_PATH, refused_folder, unprivileged
 from test_hub import make_prompt
 
-import fpp_init.api.pretrain as pretrain_module
+import fpp_init.api._pretrain as pretrain_module
 from fpp_init.cli import main
 from fpp_init.config import FPPConfig, SharpnessConfig
 

@@ -12,9 +12,9 @@ from standins import get_coop
 from test_hub import make_prompt
 
 import fpp_init
-from fpp_init import ConfigError
 from fpp_init._validate import available_devices, check_device
 from fpp_init.cli import main
+from fpp_init.errors import ConfigError
 
 NO_GPU = not torch.cuda.is_available()
 BAD = [

@@ -123,7 +123,7 @@ def test_ranks_with_different_inputs_stop_with_one_line(tiny_ckpt: Path, tmp_pat
 
 
 def test_distributed_true_without_a_launcher(tiny_clip: torch.nn.Module) -> None:
-    with pytest.raises(fpp_init.DistributedError, match="needs a launcher: run under torchrun"):
+    with pytest.raises(fpp_init.errors.DistributedError, match="needs a launcher: run under torchrun"):
         fpp_init.pretrain_flat_prompt(tiny_clip, NAMES, steps=1, progress=False, distributed=True)
 
 
@@ -131,7 +131,7 @@ ZOO_WORKER = textwrap.dedent(
     """
     import sys, torch
     torch.set_num_threads(1)
-    from fpp_init.api.zoo import build_zoo
+    from fpp_init import build_zoo
     build_zoo(sys.argv[1], sys.argv[2], progress=False)
     """
 )
@@ -233,7 +233,7 @@ def test_a_malformed_launcher_environment_is_refused_first(
     for name, value in env.items():
         launch_env.setenv(name, value)
     start = time.monotonic()
-    with pytest.raises(fpp_init.DistributedError, match=match):
+    with pytest.raises(fpp_init.errors.DistributedError, match=match):
         fpp_init.pretrain_flat_prompt(str(tiny_ckpt), NAMES, steps=1, progress=False)
     (tmp_path / "n.txt").write_text("banded\n")
     out = tmp_path / "o.safetensors"

@@ -13,8 +13,9 @@ from huggingface_hub import ModelCard
 from test_hub import make_prompt
 
 import fpp_init
-from fpp_init import ConfigError, FPPPrompt
+from fpp_init import FPPPrompt
 from fpp_init.artifacts import build_hub_folder, export_coop
+from fpp_init.errors import ConfigError
 
 
 def test_coop_export_loads_with_weights_only(tmp_path: Path) -> None:
@@ -131,7 +132,7 @@ def test_hub_folder_refuses_non_empty_folder(tmp_path: Path) -> None:
     folder.mkdir()
     keep = folder / "mine.txt"
     keep.write_text("keep me")
-    with pytest.raises(fpp_init.OutputError, match=r"not empty.*overwrite=True"):
+    with pytest.raises(fpp_init.errors.OutputError, match=r"not empty.*overwrite=True"):
         build_hub_folder(make_prompt(), folder)
     assert sorted(p.name for p in folder.iterdir()) == ["mine.txt"]
     build_hub_folder(make_prompt(), folder, overwrite=True)
@@ -147,7 +148,7 @@ def test_existing_folder_with_a_folder_in_a_target_is_left_alone(tmp_path: Path)
     build_hub_folder([make_prompt()], folder, filenames=["a.safetensors"])
     (folder / "b.safetensors").mkdir()
     before = _folder_state(folder)
-    with pytest.raises(fpp_init.OutputError, match=r"'b.safetensors' there is a folder; remove it"):
+    with pytest.raises(fpp_init.errors.OutputError, match=r"'b.safetensors' there is a folder; remove it"):
         build_hub_folder(
             [make_prompt(seed=1), make_prompt(seed=2)],
             folder,
@@ -178,7 +179,7 @@ def test_a_failure_half_way_into_an_existing_folder_puts_the_old_files_back(
         real(src, dst)
 
     monkeypatch.setattr(export_module.os, "replace", third_fails)
-    with pytest.raises(fpp_init.OutputError, match=r"cannot write Hub folder .*: read-only file system"):
+    with pytest.raises(fpp_init.errors.OutputError, match=r"cannot write Hub folder .*: read-only file system"):
         build_hub_folder(
             [make_prompt(seed=1), make_prompt(seed=2)],
             folder,

@@ -11,10 +11,9 @@ import torch
 from huggingface_hub import constants as hf_constants
 
 import fpp_init
-from fpp_init import FPPConfig, FPPPrompt, HubError, PickleFileError
-from fpp_init.api.zoo import build_zoo
+from fpp_init import FPPConfig, FPPPrompt, build_zoo
 from fpp_init.artifacts.hub import HubRef, default_filename, parse_hub_ref
-from fpp_init.errors import ConfigError
+from fpp_init.errors import ConfigError, HubError, PickleFileError
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 COMMIT2 = "fedcba9876543210fedcba9876543210fedcba98"
@@ -231,7 +230,7 @@ def test_push_validates_before_any_network(tmp_path: Path) -> None:
         fpp_init.push_fpp_prompt([make_prompt(), make_prompt()], "someone/repo")
     with pytest.raises(ConfigError, match="one name per prompt"):
         fpp_init.push_fpp_prompt([make_prompt()], "someone/repo", filenames=["a.safetensors", "b.safetensors"])
-    with pytest.raises(fpp_init.PromptFileError):
+    with pytest.raises(fpp_init.errors.PromptFileError):
         fpp_init.push_fpp_prompt(tmp_path / "missing.safetensors", "someone/repo")
 
 

@@ -13,9 +13,10 @@ from safetensors.torch import save, save_file
 from test_hub import make_prompt
 
 import fpp_init
-from fpp_init import (
+from fpp_init import FPPPrompt
+from fpp_init.artifacts import read_prompt_file
+from fpp_init.errors import (
     ConfigError,
-    FPPPrompt,
     PickleFileError,
     PromptFileError,
     PromptFormatError,
@@ -23,7 +24,6 @@ from fpp_init import (
     PromptShapeError,
     PromptVersionError,
 )
-from fpp_init.artifacts import read_prompt_file
 
 
 def write_st(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None) -> Path:

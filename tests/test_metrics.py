@@ -8,7 +8,8 @@ import sys
 import pytest
 import torch
 
-from fpp_init import MetricInputError, PlotDependencyError, metrics
+from fpp_init import metrics
+from fpp_init.errors import MetricInputError, PlotDependencyError
 
 
 def _two_class(confs: list[float], correct: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:

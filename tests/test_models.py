@@ -23,11 +23,11 @@ from conftest import build_tiny_clip, classnames
 from torch import nn
 
 import fpp_init
-from fpp_init import MissingDependencyError, ModelLoadError, PromptMismatchError
 from fpp_init.cli import main
+from fpp_init.errors import MissingDependencyError, ModelLoadError, PromptMismatchError
 from fpp_init.models import build_class_prompts, text_model
 from fpp_init.models.clip import import_clip
-from fpp_init.towers import hf_text_transformer
+from fpp_init.towers.hf import hf_text_transformer
 
 open_clip = pytest.importorskip("open_clip")
 transformers = pytest.importorskip("transformers")
@@ -262,7 +262,7 @@ def test_hf_added_tokens_with_legacy_eos_are_refused(tmp_path):
     tokenizer = transformers.CLIPTokenizer.from_pretrained(str(tmp_path))
     tokenizer.add_tokens(["<fpp-new>"])
     legacy = fpp_init.models.hf.text_model_from_hf(_hf_model(vocab_size=49409, eos_token_id=2), tokenizer)
-    with pytest.raises(fpp_init.ClassNameError, match=r"added after <\|endoftext\|>"):
+    with pytest.raises(fpp_init.errors.ClassNameError, match=r"added after <\|endoftext\|>"):
         build_class_prompts(legacy, ["<fpp-new>"])
     model = _hf_model(vocab_size=49409)  # eos_token_id 49407: read at the first EOS
     tm = fpp_init.models.hf.text_model_from_hf(model, tokenizer)

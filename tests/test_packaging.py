@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 import subprocess
 import sys
@@ -63,17 +64,57 @@ def test_import_does_not_import_clip():
     assert out.stdout.strip() == "False"
 
 
+#: the public modules: their ``__all__`` is the public surface, each name on the API reference pages
+PUBLIC_MODULES = (
+    "fpp_init",
+    "fpp_init.errors",
+    "fpp_init.metrics",
+    "fpp_init.artifacts",
+    "fpp_init.adapters",
+    "fpp_init.models",
+    "fpp_init.towers",
+)
+REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "reference"
+
+
+def _documented() -> set[str]:
+    """Every ``::: dotted.name`` of the API reference pages (what mkdocstrings renders)."""
+    names = set()
+    for page in REFERENCE.glob("*.md"):
+        names.update(m.group(1) for m in re.finditer(r"^::: ([\w.]+)\s*$", page.read_text(), re.M))
+    return names
+
+
+def test_public_equals_documented_equals_exported() -> None:
+    documented = _documented()
+    for module in PUBLIC_MODULES:
+        mod = importlib.import_module(module)
+        exported = set(mod.__all__)
+        if module == "fpp_init":  # the version, and the public modules with pages of their own
+            exported -= {"__version__", "errors", "metrics"}
+        here = {d.rsplit(".", 1)[1] for d in documented if d.rsplit(".", 1)[0] == module}
+        assert here == exported, (module, "documented only:", here - exported, "exported only:", exported - here)
+        assert len(mod.__all__) == len(set(mod.__all__)), module
+    assert {d.rsplit(".", 1)[0] for d in documented} <= set(PUBLIC_MODULES)
+    import fpp_init.api
+
+    assert set(fpp_init.api.__all__) <= set(fpp_init.__all__)  # the front doors are reached from the top
+    errors_at_top = [n for n in fpp_init.__all__ if n.endswith(("Error", "Warning"))]
+    assert errors_at_top == ["FPPError", "FPPWarning"]  # the subclasses live in fpp_init.errors
+
+
 def test_public_api_resolves_and_is_typed():
-    """Every public name loads (the lazy imports work) and every public function is fully annotated."""
     import inspect
 
     assert (Path(fpp_init.__file__).parent / "py.typed").is_file()
-    for name in fpp_init.__all__:
-        obj = getattr(fpp_init, name)  # imports the defining module
-        if inspect.isfunction(obj):
-            sig = inspect.signature(obj)
-            missing = [p for p, v in sig.parameters.items() if v.annotation is inspect.Parameter.empty]
-            assert not missing and sig.return_annotation is not inspect.Signature.empty, (name, missing)
+    for module in PUBLIC_MODULES:
+        mod = importlib.import_module(module)
+        for name in mod.__all__:
+            obj = getattr(mod, name)  # imports the defining module
+            if inspect.isfunction(obj):
+                sig = inspect.signature(obj)
+                missing = [p for p, v in sig.parameters.items() if v.annotation is inspect.Parameter.empty]
+                assert not missing and sig.return_annotation is not inspect.Signature.empty, (name, missing)
     assert set(dir(fpp_init)) >= set(fpp_init.__all__)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         fpp_init.nope  # noqa: B018
@@ -117,7 +158,7 @@ def test_public_clip_helpers_where_import_clip_fails(tmp_path: Path) -> None:
             assert torch.equal(model.encode_text(tokens), reference.encode_text(tokens))
         try:
             fpp_init.load_clip({str(tmp_path / "absent.pt")!r})
-        except fpp_init.ModelLoadError as exc:
+        except fpp_init.errors.ModelLoadError as exc:
             assert "CLIP checkpoint not found" in str(exc)
         else:
             raise SystemExit("a missing checkpoint was not refused")

@@ -150,7 +150,7 @@ def test_predefined_and_init_tensors(tiny_clip):
     from_template = fpp_init.pretrain_flat_prompt(tiny_clip, NAMES, init="predefined", **still)
     _, emb, _ = _embed(tiny_clip, NAMES)
     torch.testing.assert_close(from_template.ctx, emb[0, 1:5], atol=1e-10, rtol=0)
-    with pytest.warns(fpp_init.ContextLengthWarning, match="gives 5 context vectors, not 4"):
+    with pytest.warns(fpp_init.errors.ContextLengthWarning, match="gives 5 context vectors, not 4"):
         longer = fpp_init.pretrain_flat_prompt(tiny_clip, NAMES, template="a blurry photo of the", **still)
     assert longer.n_ctx == 5
 
@@ -231,7 +231,7 @@ def test_other_context_length(tmp_path):
         torch.testing.assert_close(fast, model.encode_text(tokens), atol=1e-5, rtol=1e-5)
     prompt = fpp_init.pretrain_flat_prompt(model, NAMES, steps=2, progress=False)
     assert prompt.ctx.shape == (4, 128)
-    with pytest.raises(fpp_init.ClassNameError, match="context length is 24"):
+    with pytest.raises(fpp_init.errors.ClassNameError, match="context length is 24"):
         fpp_init.pretrain_flat_prompt(model, ["a very long class name " * 5], steps=1, progress=False)
 
 
@@ -240,10 +240,10 @@ def test_tpt_spelling_of_the_template(tiny_clip, tmp_path):
     import warnings
 
     with warnings.catch_warnings():
-        warnings.simplefilter("error", fpp_init.ContextLengthWarning)
+        warnings.simplefilter("error", fpp_init.errors.ContextLengthWarning)
         tpt = fpp_init.pretrain_flat_prompt(tiny_clip, NAMES[:2], template="a_photo_of_a", steps=2, progress=False)
     plain = fpp_init.pretrain_flat_prompt(tiny_clip, NAMES[:2], template="a photo of a", steps=2, progress=False)
     assert tpt.n_ctx == 4 and tpt.template == "a photo of a"
     assert torch.equal(tpt.ctx, plain.ctx)
-    with pytest.raises(fpp_init.TemplateError, match="must be a non-empty string"):
+    with pytest.raises(fpp_init.errors.TemplateError, match="must be a non-empty string"):
         fpp_init.pretrain_flat_prompt(tiny_clip, NAMES[:2], template="___", steps=1, progress=False)

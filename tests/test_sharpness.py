@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import fpp_init
-from fpp_init import ConfigError, PlotDependencyError, PromptShapeError
 from fpp_init import constants as C
 from fpp_init.algorithm import measure_sharpness
 from fpp_init.cli import main
+from fpp_init.errors import ConfigError, PlotDependencyError, PromptShapeError
 from fpp_init.models import build_class_prompts, text_model
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -141,7 +141,7 @@ def test_bad_arguments(tiny_clip: torch.nn.Module, dtd_names: list[str]) -> None
         fpp_init.sharpness(tiny_clip, "a photo of a", dtd_names, factors=[-1])
     with pytest.raises(ConfigError, match="direction_norm"):
         fpp_init.sharpness(tiny_clip, "a photo of a", dtd_names, direction_norm="unit")
-    with pytest.raises(fpp_init.ClassNameError, match="classnames is required"):
+    with pytest.raises(fpp_init.errors.ClassNameError, match="classnames is required"):
         fpp_init.sharpness(tiny_clip, "a photo of a")
 
 

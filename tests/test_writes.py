@@ -17,10 +17,10 @@ import torch
 from test_hub import make_prompt
 
 import fpp_init
-import fpp_init.api.pretrain as pretrain_module
-from fpp_init import OutputError
+import fpp_init.api._pretrain as pretrain_module
 from fpp_init._io import atomic_write_bytes, check_writable_file
 from fpp_init.cli import main
+from fpp_init.errors import OutputError
 
 #: a folder nobody may create files in, root included (sysfs)
 DENIED = Path("/sys/fpp-init-test")

@@ -13,9 +13,10 @@ from conftest import build_tiny_clip
 from huggingface_hub import ModelCard
 
 import fpp_init
-import fpp_init.api.pretrain as pretrain_module
+import fpp_init.api._pretrain as pretrain_module
+from fpp_init import build_zoo
+from fpp_init._zoospec import load_zoo_spec
 from fpp_init.algorithm import optimizer as optimizer_module
-from fpp_init.api.zoo import build_zoo, load_zoo_spec
 from fpp_init.cli import main
 
 
@@ -88,12 +89,12 @@ def test_bad_specs(spec: Path, change: dict[str, object], match: str) -> None:
             ]
     with pytest.raises(fpp_init.FPPError, match=match) as info:
         load_zoo_spec(data)
-    assert type(info.value) in (fpp_init.ConfigError, fpp_init.TemplateError)
+    assert type(info.value) in (fpp_init.errors.ConfigError, fpp_init.errors.TemplateError)
 
 
 def test_a_missing_backbone_file_is_refused_before_any_job(spec: Path, tmp_path: Path) -> None:
     data = {"backbones": [str(spec.parent / "tiny-a.pt"), str(tmp_path / "gone.pt")], "classes": ["agnostic"]}
-    with pytest.raises(fpp_init.ModelLoadError, match=r"backbones\[1\]: CLIP checkpoint not found: '.*gone.pt'"):
+    with pytest.raises(fpp_init.errors.ModelLoadError, match=r"backbones\[1\]: CLIP checkpoint not found: '.*gone.pt'"):
         build_zoo(data, tmp_path / "out", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
@@ -177,12 +178,12 @@ def test_tpt_spelling_of_a_template_in_a_spec(spec: Path) -> None:
     data = {"backbones": [str(spec.parent / "tiny-a.pt")], "classes": ["agnostic"], "templates": ["a_photo_of_a"]}
     jobs, _, _ = load_zoo_spec(data)
     assert [j.template for j in jobs] == ["a photo of a"]  # what the file records: a rerun finds it done
-    with pytest.raises(fpp_init.TemplateError, match=r"templates\[\] .*places the class name"):
+    with pytest.raises(fpp_init.errors.TemplateError, match=r"templates\[\] .*places the class name"):
         load_zoo_spec({**data, "templates": ["a photo of a {}"]})
 
 
 def test_public_model_names_nothing_local(tmp_path: Path) -> None:
-    from fpp_init.api.zoo import public_model
+    from fpp_init.api._zoo import public_model
 
     weights = tmp_path / "alice" / "ViT-B-16.pt"
     weights.parent.mkdir()
@@ -210,7 +211,9 @@ def test_push_refuses_a_manifest_with_a_local_path(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text(
         json.dumps([{"file": "fpp_x_agnostic_seed0.safetensors", "model": "/data/models/ViT-B-16.pt"}])
     )
-    with pytest.raises(fpp_init.ConfigError, match=r"records the local path '/data/models/ViT-B-16\.pt'.*fpp-init zoo"):
+    with pytest.raises(
+        fpp_init.errors.ConfigError, match=r"records the local path '/data/models/ViT-B-16\.pt'.*fpp-init zoo"
+    ):
         fpp_init.push_fpp_prompt(tmp_path, "someone/prompts")
 
 

@@ -21,16 +21,9 @@ from torch import nn
 
 from ..algorithm import EmbeddedPrompts
 from ..errors import AdapterError, FastPathWarning
-from ..towers import (
-    TEXT_PARTS,
-    CallableTextTower,
-    CausalTextTower,
-    TextTower,
-    TowerSpec,
-    fingerprint_modules,
-    fingerprint_spec,
-    openai_spec,
-)
+from ..towers import CallableTextTower, CausalTextTower, TextTower, TowerSpec, fingerprint_spec, openai_spec
+from ..towers.fingerprint import fingerprint_modules
+from ..towers.openai import TEXT_PARTS
 
 __all__ = ["PromptDesign", "Snapshot", "encoder_call", "describe", "single"]
 

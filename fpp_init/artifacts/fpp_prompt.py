@@ -124,7 +124,7 @@ class FPPPrompt:
         fingerprint: str | None = None,
         where: str = "prompt",
     ) -> None:
-        """Raise :class:`~fpp_init.PromptMismatchError` unless the prompt meets every given expectation."""
+        """Raise :class:`~fpp_init.errors.PromptMismatchError` unless the prompt meets every given expectation."""
         if n_ctx is not None and self.n_ctx != n_ctx:
             raise PromptMismatchError(
                 f"{where} has n_ctx={self.n_ctx} context vectors but {n_ctx} were expected; "

@@ -122,7 +122,7 @@ def download(
     """Fetch ``ref`` into the HF cache with :func:`huggingface_hub.hf_hub_download`; its local path.
 
     Offline (``local_files_only``, ``HF_HUB_OFFLINE=1``, or the endpoint unreachable) means
-    cache only. Every failure is a :class:`~fpp_init.HubError` that says what to do, except a
+    cache only. Every failure is a :class:`~fpp_init.errors.HubError` that says what to do, except a
     missing repository or file with ``missing_ok=True``: then ``None``.
     """
     import huggingface_hub

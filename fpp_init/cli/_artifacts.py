@@ -91,7 +91,7 @@ def register(sub: Any) -> None:
 
 def _read(args: argparse.Namespace, source: str) -> Any:
     """A SOURCE read as the source options say (a ``PromptFile``)."""
-    from ..artifacts import HubAccess, read_source
+    from ..artifacts.sources import HubAccess, read_source
 
     access = HubAccess(getattr(args, "revision", None), args.cache_dir, None, args.offline)
     return read_source(source, access=access, allow_pickle=args.allow_pickle)

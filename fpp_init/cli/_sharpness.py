@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     measure = _check(args)
     names = read_classnames(args.classnames) if args.classnames else None
     from ..api import sharpness
-    from ..artifacts import read_source
+    from ..artifacts.sources import read_source
     from ..models import text_model
 
     items: list[tuple[str, Any]] = []

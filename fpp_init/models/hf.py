@@ -21,7 +21,8 @@ from .._deps import require
 from .._hubenv import cache_only_reason, quiet_hub
 from .._runtime import global_rng_kept
 from ..errors import ClassNameError, ModelLoadError
-from ..towers import CausalTextTower, hf_spec, hf_text_transformer
+from ..towers import CausalTextTower, hf_spec
+from ..towers.hf import hf_text_transformer
 from ._base import TextModel, Tokenizer, first_line
 from .clip import ClipTokenizer
 

@@ -39,7 +39,7 @@ _SUPPORTED = "FPP supports causal CLIP text towers read at the end-of-text token
 
 
 def import_open_clip() -> Any:
-    """The ``open_clip`` module, or :class:`~fpp_init.MissingDependencyError` naming the extra to install."""
+    """The ``open_clip`` module, or :class:`~fpp_init.errors.MissingDependencyError` naming the extra to install."""
     return require("open_clip", "open_clip", "an OpenCLIP model ('open_clip:' reference)")
 
 

@@ -18,15 +18,16 @@ from .._runtime import cpu_threads, frozen
 from .._validate import check_bool, check_cache, check_classnames, check_device
 from ..adapters import PromptDesign, Snapshot, detect
 from ..algorithm import optimize_flat_prompt
-from ..artifacts import FPPPrompt, as_prompt
+from ..artifacts import FPPPrompt
 from ..artifacts.cache import PromptCache
 from ..artifacts.export import PromptSource
 from ..artifacts.fpp_prompt import current_ctx
 from ..artifacts.identity import RunIdentity
+from ..artifacts.sources import as_prompt
 from ..config import FPPConfig, as_config
 from ..errors import BeyondPaperWarning, ConfigError, PromptMismatchError, PromptMismatchWarning
 from ..models.clip import infer_backbone
-from .pretrain import prompt_from_result
+from ._pretrain import prompt_from_result
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,9 @@ from typing import Any
 import torch
 
 from .._validate import check_device, check_dtype, check_int, check_str
-from ..artifacts import FPPPrompt, HubAccess, read_source
+from ..artifacts import FPPPrompt
 from ..artifacts.fpp_prompt import current_ctx
+from ..artifacts.sources import HubAccess, read_source
 from ..errors import PromptMismatchError
 from ..models import text_model
 
@@ -47,15 +48,25 @@ def load_fpp_prompt(
         local_files_only: never touch the network (also when ``HF_HUB_OFFLINE=1``).
         allow_pickle: read a trusted ``.pt``/``.pth`` (CoOp) file with
             ``torch.load(weights_only=True)`` instead of refusing it.
-        device, dtype: move / cast ``ctx`` (``dtype`` may be a name: ``"float16"``).
-        n_ctx, width, backbone, fingerprint: expectations; a mismatch raises
-            :class:`~fpp_init.PromptMismatchError` naming both sides.
+        device: move ``ctx`` there.
+        dtype: cast ``ctx`` to it (a dtype or its name: ``"float16"``).
+        n_ctx: the context length expected; a mismatch raises
+            :class:`~fpp_init.errors.PromptMismatchError` naming both sides (as for the next three).
+        width: the embedding width expected.
+        backbone: the backbone name expected.
+        fingerprint: the text-tower fingerprint expected (see :func:`fingerprint_model`).
         model: a CLIP model (any library, see :func:`pretrain_flat_prompt`) whose width and
             text-tower fingerprint must match.
 
     Raises:
-        PromptFileError, PickleFileError, PromptFormatError, PromptVersionError, PromptShapeError,
-        HubError, PromptMismatchError, ConfigError: see their messages; nothing is returned half-checked.
+        PromptFileError: the file cannot be read as a prompt file (missing, truncated, not safetensors).
+        PickleFileError: a pickle file without ``allow_pickle=True``.
+        PromptFormatError: no ``ctx`` key, or missing / malformed fpp-init metadata.
+        PromptVersionError: a file of a newer format version.
+        PromptShapeError: a ``ctx`` that is not a finite, non-empty, floating ``[n_ctx, D]`` tensor.
+        HubError: a Hub reference that cannot be resolved or downloaded.
+        PromptMismatchError: the prompt does not fit an expectation or ``model``.
+        ConfigError: an argument of the wrong type or value. Nothing is returned half-checked.
     """
     dev = None if device is None else check_device(device)
     dt = None if dtype is None else check_dtype(dtype)

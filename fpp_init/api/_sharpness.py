@@ -16,11 +16,12 @@ from .._runtime import frozen
 from .._validate import check_bool, check_classnames, check_ctx, check_device, check_str
 from ..adapters import detect
 from ..algorithm import SharpnessResult, measure_sharpness
-from ..artifacts import FPPPrompt, is_prompt_path, read_source
+from ..artifacts import FPPPrompt
+from ..artifacts.sources import is_prompt_path, read_source
 from ..config import FPPConfig, SharpnessConfig, as_config
 from ..errors import ClassNameError, ConfigError, ContextLengthWarning, PromptMismatchWarning, TemplateError
 from ..models import build_class_prompts, text_model
-from .apply import FPPHandle
+from ._apply import FPPHandle
 
 __all__ = ["sharpness"]
 
@@ -79,10 +80,11 @@ def sharpness(
             ``reset()`` restores); templates are not accepted there (pass a tensor).
         classnames: the class set (default: the FPP prompt's own class names). Not for live
             models, which measure their current class set.
-        template, predefined_ctx: the predefined prompt the alignment distance is measured to
-            (as in :func:`pretrain_flat_prompt`); default: the FPP prompt's template, else
-            ``"a photo of a"``; for a live model its current initial ctx, or for an ``FPPHandle``
-            the original one. It must have the source's ``n_ctx``.
+        template: the hand-written prompt the alignment distance is measured to (as in
+            :func:`pretrain_flat_prompt`); default: the FPP prompt's template, else ``"a photo of
+            a"``; for a live model its current initial ctx, or for an ``FPPHandle`` the original
+            one. It must have the source's ``n_ctx``.
+        predefined_ctx: a ctx tensor to measure the alignment to instead of ``template``.
         label: name in tables and plots (default: derived from ``source``).
         config: the noise (``ctx_noise``, ``cls_noise``) and execution options of an
             :class:`FPPConfig` (default: the paper's noise).

@@ -47,7 +47,7 @@ from ..artifacts.hub import check_repo_id
 from ..config import FPPConfig
 from ..errors import ConfigError, FPPError, FPPWarning
 from . import _distributed
-from .pretrain import pretrain_flat_prompt
+from ._pretrain import pretrain_flat_prompt
 
 logger = logging.getLogger(__name__)
 

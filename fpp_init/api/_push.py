@@ -13,8 +13,8 @@ from .. import constants as const
 from .._io import os_errors
 from .._validate import check_bool, check_str
 from .._version import __version__
-from ..artifacts import build_hub_folder, collect_prompts
-from ..artifacts.export import PromptSource, plan_file_names
+from ..artifacts import build_hub_folder
+from ..artifacts.export import PromptSource, collect_prompts, plan_file_names
 from ..artifacts.hub import check_repo_id, fetch_model_card, require_online, upload_folder
 from ..errors import ConfigError, OutputError, PromptFileError
 
