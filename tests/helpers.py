@@ -1,14 +1,95 @@
-"""Helpers shared by the tests and the stand-ins (imported as ``helpers``; not fixtures)."""
+"""Helpers shared by the tests and the stand-ins (imported as ``helpers``; fixtures are in conftest.py).
+
+Everything a test needs is in this repository: the class lists under ``tests/data/`` (taken from
+the benchmark label sets; the first 8 DTD classes are what most tests use), tiny random CLIP
+models built by ``examples/random_clip.py``, prompt files and Hugging Face caches made here.
+"""
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from random_clip import build_random_clip
+
+from fpp_init import FPPConfig, FPPPrompt
 from fpp_init.models.clip import import_clip
+from fpp_init.towers import CausalTextTower, openai_spec
+
+DATA = Path(__file__).resolve().parent / "data"
+#: a Hub commit hash for the hand-built caches
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def build_tiny_clip(width: int = 128, layers: int = 2, seed: int = 0, context_length: int = 77) -> torch.nn.Module:
+    """A random-weight CLIP, built by the same code as ``examples/random_clip.py``."""
+    return build_random_clip(width, layers, seed, context_length)
+
+
+def clip_tower(model: torch.nn.Module) -> CausalTextTower:
+    """The fast tower of a clip-anytorch model (or a TPT-style text encoder with the same parts)."""
+    spec = openai_spec(model.transformer, model.positional_embedding, model.ln_final, model.text_projection)
+    assert spec is not None
+    return CausalTextTower(spec)
+
+
+def is_fast_tower(model: torch.nn.Module) -> bool:
+    return openai_spec(model.transformer, model.positional_embedding, model.ln_final, model.text_projection) is not None
+
+
+def save_and_load(model: torch.nn.Module, path: Path) -> torch.nn.Module:
+    clip = import_clip()
+    torch.save(model.state_dict(), path)
+    loaded, _ = clip.load(str(path), device="cpu", jit=False)
+    return loaded.eval()
+
+
+def classnames(name: str, limit: int | None = None) -> list[str]:
+    """A class list of ``tests/data/`` (``dtd``), the first ``limit`` names."""
+    names = json.loads((DATA / f"{name}.json").read_text(encoding="utf-8"))
+    return names[:limit] if limit else names
+
+
+def make_prompt(n_ctx: int = 4, width: int = 128, seed: int = 0, **kw: object) -> FPPPrompt:
+    gen = torch.Generator().manual_seed(seed)
+    values: dict[str, object] = dict(
+        backbone="ViT-B/16",
+        template="a photo of a",
+        classnames=None,
+        class_agnostic=True,
+        num_classes=100,
+        config={**FPPConfig(steps=7, seed=seed).to_dict(), "flat_weight": 1 + 15 / 100},  # as pretraining records it
+        final_losses={"align": 0.125, "flat": 0.5, "loss": 0.625, "cos": 0.98},
+        fingerprint="00ff00ff00ff00ff",
+    )
+    values.update(kw)
+    return FPPPrompt(ctx=torch.randn(n_ctx, width, generator=gen), **values)  # type: ignore[arg-type]
+
+
+def make_hf_cache(
+    root: Path, repo_id: str, files: dict[str, bytes], *, commit: str = COMMIT, refs: tuple[str, ...] = ("main",)
+) -> Path:
+    """The layout ``hf_hub_download`` writes: ``models--O--R/{blobs,snapshots/<commit>,refs/<ref>}``."""
+    repo = root / ("models--" + repo_id.replace("/", "--"))
+    for name, data in files.items():
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = repo / "snapshots" / commit / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(blob)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    for ref in refs:
+        (repo / "refs" / ref).write_text(commit)  # no trailing newline, as huggingface_hub writes it
+    return root
 
 
 def tokenize(texts: list[str]) -> torch.Tensor:

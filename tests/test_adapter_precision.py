@@ -13,8 +13,7 @@ import statistics
 
 import pytest
 import torch
-from conftest import build_tiny_clip
-from helpers import Trace, load_trained, to_float64
+from helpers import Trace, build_tiny_clip, load_trained, to_float64
 from standins import covered_designs
 
 from fpp_init._runtime import frozen

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import build_tiny_clip, clip_tower
+from helpers import build_tiny_clip, clip_tower
 from standins import IT3AModel, get_cocoop, get_coop, get_maple
 
 import fpp_init

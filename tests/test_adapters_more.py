@@ -6,8 +6,7 @@ import copy
 
 import pytest
 import torch
-from conftest import build_tiny_clip
-from helpers import load_trained
+from helpers import build_tiny_clip, load_trained
 from standins import TextEncoder, get_cocoop, get_maple
 
 import fpp_init

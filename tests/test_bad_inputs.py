@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 import torch
 from _refused import LONG_NAME, LONG_PATH, refused_folder, unprivileged
-from conftest import build_tiny_clip
+from helpers import build_tiny_clip, make_prompt
 from standins import get_coop
-from test_hub import make_prompt
 
 import fpp_init
 from fpp_init import FPPConfig, FPPError, FPPPrompt, build_zoo, metrics

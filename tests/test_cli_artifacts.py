@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import make_hf_cache, make_prompt
 from huggingface_hub import ModelCard
-from test_hub import make_hf_cache, make_prompt
 
 import fpp_init
 from fpp_init.cli import main

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 from _refused import LONG_NAME, LONG_PATH, refused_folder, unprivileged
-from test_hub import make_prompt
+from helpers import make_prompt
 
 import fpp_init.api._pretrain as pretrain_module
 from fpp_init.cli import main

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import make_prompt
 from standins import get_coop
-from test_hub import make_prompt
 
 import fpp_init
 from fpp_init._validate import available_devices, check_device

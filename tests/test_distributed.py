@@ -138,7 +138,7 @@ ZOO_WORKER = textwrap.dedent(
 
 
 def test_zoo_jobs_are_dealt_out_to_the_ranks(tmp_path: Path) -> None:
-    from conftest import build_tiny_clip
+    from helpers import build_tiny_clip
 
     torch.save(build_tiny_clip(64, layers=1).state_dict(), tmp_path / "tiny.pt")
     (tmp_path / "set.txt").write_text("banded\nblotchy\n")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import make_prompt
 from huggingface_hub import ModelCard
-from test_hub import make_prompt
 
 import fpp_init
 from fpp_init import FPPPrompt

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from _reference import encode_embeddings
-from conftest import build_tiny_clip, clip_tower, is_fast_tower
+from helpers import build_tiny_clip, clip_tower, is_fast_tower
 from standins import AuxTextEncoder, TextEncoder
 
 from fpp_init import FPPConfig

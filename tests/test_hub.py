@@ -2,55 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import COMMIT, make_hf_cache, make_prompt
 from huggingface_hub import constants as hf_constants
 
 import fpp_init
-from fpp_init import FPPConfig, FPPPrompt, build_zoo
+from fpp_init import FPPPrompt, build_zoo
 from fpp_init.artifacts.hub import HubRef, default_filename, parse_hub_ref
 from fpp_init.errors import ConfigError, HubError, PickleFileError
 
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
 COMMIT2 = "fedcba9876543210fedcba9876543210fedcba98"
-
-
-def make_prompt(n_ctx: int = 4, width: int = 128, seed: int = 0, **kw: object) -> FPPPrompt:
-    gen = torch.Generator().manual_seed(seed)
-    values: dict[str, object] = dict(
-        backbone="ViT-B/16",
-        template="a photo of a",
-        classnames=None,
-        class_agnostic=True,
-        num_classes=100,
-        config={**FPPConfig(steps=7, seed=seed).to_dict(), "flat_weight": 1 + 15 / 100},  # as pretraining records it
-        final_losses={"align": 0.125, "flat": 0.5, "loss": 0.625, "cos": 0.98},
-        fingerprint="00ff00ff00ff00ff",
-    )
-    values.update(kw)
-    return FPPPrompt(ctx=torch.randn(n_ctx, width, generator=gen), **values)  # type: ignore[arg-type]
-
-
-def make_hf_cache(
-    root: Path, repo_id: str, files: dict[str, bytes], *, commit: str = COMMIT, refs: tuple[str, ...] = ("main",)
-) -> Path:
-    """The layout ``hf_hub_download`` writes: ``models--O--R/{blobs,snapshots/<commit>,refs/<ref>}``."""
-    repo = root / ("models--" + repo_id.replace("/", "--"))
-    for name, data in files.items():
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(data)
-        link = repo / "snapshots" / commit / name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(blob)
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    for ref in refs:
-        (repo / "refs" / ref).write_text(commit)  # no trailing newline, as huggingface_hub writes it
-    return root
 
 
 @pytest.fixture
@@ -252,7 +217,7 @@ BAD_REPO_IDS = {
 
 
 def _zoo_spec(tmp_path: Path) -> Path:
-    from conftest import build_tiny_clip
+    from helpers import build_tiny_clip
 
     torch.save(build_tiny_clip(64, layers=1).state_dict(), tmp_path / "tiny.pt")
     spec = tmp_path / "zoo.toml"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import make_prompt
 from safetensors.torch import save, save_file
-from test_hub import make_prompt
 
 import fpp_init
 from fpp_init import FPPPrompt

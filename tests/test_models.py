@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import build_tiny_clip, classnames
+from helpers import build_tiny_clip, classnames
 from torch import nn
 
 import fpp_init
@@ -29,8 +29,21 @@ from fpp_init.models import build_class_prompts, text_model
 from fpp_init.models.clip import import_clip
 from fpp_init.towers.hf import hf_text_transformer
 
-open_clip = pytest.importorskip("open_clip")
-transformers = pytest.importorskip("transformers")
+# each library's tests skip alone when its extra is missing (the others still run)
+try:
+    import open_clip
+except ImportError:  # the [open_clip] extra
+    open_clip = None
+try:
+    import transformers
+except ImportError:  # the [transformers] extra
+    transformers = None
+needs_open_clip = pytest.mark.skipif(
+    open_clip is None, reason="needs the open_clip extra: pip install -e '.[open_clip]'"
+)
+needs_transformers = pytest.mark.skipif(
+    transformers is None, reason="needs the transformers extra: pip install -e '.[transformers]'"
+)
 
 TOL = 1e-5
 TEXTS = ["a photo of a dog.", "a photo of a great white shark.", "a bad photo of the Eiffel Tower, at night!", "X"]
@@ -148,6 +161,7 @@ def hf_tokenizer(tmp_path_factory: pytest.TempPathFactory):
     return transformers.CLIPTokenizer.from_pretrained(str(folder))
 
 
+@needs_transformers
 def test_hf_tokenizer_gives_clip_ids(hf_tokenizer):
     clip = import_clip()
     ref = clip.tokenize(TEXTS)
@@ -171,6 +185,7 @@ OC_CASES = {
 }
 
 
+@needs_open_clip
 @pytest.mark.parametrize("case", list(OC_CASES))
 @torch.no_grad()
 def test_open_clip_features_equal_encode_text(case):
@@ -186,6 +201,7 @@ def test_open_clip_features_equal_encode_text(case):
         assert tm.tower.spec.blocks[0].ls_1 is not None  # type: ignore[attr-defined]
 
 
+@needs_open_clip
 @torch.no_grad()
 def test_open_clip_sequence_first_blocks():
     """open_clip < 2.26 ran its text transformer sequence-first; the weights, and so the tower, are the same."""
@@ -209,6 +225,7 @@ HF_CASES = {
 }
 
 
+@needs_transformers
 @pytest.mark.parametrize("case", list(HF_CASES))
 @torch.no_grad()
 def test_hf_features_equal_get_text_features(case, hf_tokenizer):
@@ -231,6 +248,8 @@ def test_hf_features_equal_get_text_features(case, hf_tokenizer):
     assert (tm.tower.spec.projection is None) == (kind == "CLIPTextModel")  # type: ignore[attr-defined]
 
 
+@needs_open_clip
+@needs_transformers
 def test_every_tokenizer_form_gives_the_same_prompts(hf_tokenizer, tmp_path):
     """OpenCLIP's SimpleTokenizer, its module-level ``tokenize`` (what get_tokenizer returns before 2.2x), its
     HFTokenizer around a CLIP tokenizer (hf-hub models before 3.0), transformers' CLIPTokenizer and the
@@ -255,6 +274,7 @@ def test_every_tokenizer_form_gives_the_same_prompts(hf_tokenizer, tmp_path):
         )
 
 
+@needs_transformers
 def test_hf_added_tokens_with_legacy_eos_are_refused(tmp_path):
     """With eos_token_id 2 (configs from before transformers 4.31) the feature is read at the largest id: a
     token added after <|endoftext|> would be read instead of the EOS, so such a class name is refused."""
@@ -272,6 +292,7 @@ def test_hf_added_tokens_with_legacy_eos_are_refused(tmp_path):
         torch.testing.assert_close(ours, _hf_encode(model)(ids), atol=TOL, rtol=0)
 
 
+@needs_transformers
 @torch.no_grad()
 def test_hf_damaged_position_ids_are_gathered():
     """Some converted checkpoints carry a position_ids buffer that is not arange; transformers gathers with it."""
@@ -322,7 +343,10 @@ def _fpp_loss_gradients(tm, encode_full: Callable[[torch.Tensor, torch.Tensor], 
     return grads
 
 
-@pytest.mark.parametrize("library", ["open_clip", "transformers"])
+@pytest.mark.parametrize(
+    "library",
+    [pytest.param("open_clip", marks=needs_open_clip), pytest.param("transformers", marks=needs_transformers)],
+)
 def test_fpp_gradients_equal_library_forward(library):
     if library == "open_clip":
         model = _oc_model(ls_init_value=0.1)
@@ -398,6 +422,8 @@ def three_libraries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, nn.Mo
     return {"clip": loaded.eval(), "open_clip": oc, "transformers": hf}
 
 
+@needs_open_clip
+@needs_transformers
 @torch.no_grad()
 def test_same_weights_same_features_and_fingerprint(three_libraries):
     ids = import_clip().tokenize(TEXTS)
@@ -409,6 +435,8 @@ def test_same_weights_same_features_and_fingerprint(three_libraries):
     assert fpp_init.fingerprint_model(_oc_model(width=128, heads=2)) not in prints.values()
 
 
+@needs_open_clip
+@needs_transformers
 def test_fpp_gives_the_same_prompt_in_every_library(three_libraries, tmp_path):
     names = classnames("dtd", 8)
     prompts = {
@@ -440,6 +468,7 @@ def hf_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@needs_transformers
 def test_hf_folder_by_reference_and_cli(hf_folder, tmp_path, capsys):
     rng = torch.get_rng_state()
     tm = text_model(str(hf_folder), device="cpu")
@@ -460,6 +489,7 @@ def test_hf_folder_by_reference_and_cli(hf_folder, tmp_path, capsys):
     torch.testing.assert_close(from_cli.ctx, from_api.ctx, atol=TOL, rtol=0)  # the repo's tokenizer == CLIP's BPE
 
 
+@needs_open_clip
 def test_open_clip_by_reference(tmp_path):
     config = {"embed_dim": 32, "quick_gelu": True, "vision_cfg": VISION}
     config["text_cfg"] = {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2}
@@ -501,6 +531,7 @@ def test_missing_extra_names_it(monkeypatch, module, ref, extra):
     assert extra in message and "pip install" in message
 
 
+@needs_open_clip
 @pytest.mark.parametrize(
     ("ref", "message"),
     [
@@ -519,6 +550,7 @@ def test_bad_open_clip_reference(ref, message):
     assert message in _one_line(exc)
 
 
+@needs_transformers
 def test_hf_folder_of_another_model(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(ModelLoadError) as exc:
@@ -541,6 +573,7 @@ REFUSED = {
 }
 
 
+@needs_open_clip
 @pytest.mark.parametrize("case", list(REFUSED))
 def test_refused_open_clip_towers_say_why(case):
     kwargs, reason = REFUSED[case]
@@ -551,6 +584,8 @@ def test_refused_open_clip_towers_say_why(case):
     assert "FPP" in message  # says why FPP cannot use it
 
 
+@needs_open_clip
+@needs_transformers
 def test_refused_hf_text_encoder_tower():
     config = transformers.RobertaConfig(
         vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
@@ -562,6 +597,7 @@ def test_refused_hf_text_encoder_tower():
     assert "Hugging Face text encoder (HFTextEncoder" in _one_line(exc)
 
 
+@needs_transformers
 def test_refused_hf_activation():
     with pytest.raises(ModelLoadError) as exc:
         text_model(_hf_model(hidden_act="relu"))
@@ -571,17 +607,25 @@ def test_refused_hf_activation():
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (
+        pytest.param(
             lambda: _hf_model(vocab_size=1000, bos_token_id=0, eos_token_id=1),
             "has a 1000-token vocabulary, not CLIP's 49408, so CLIP's own tokenizer may not fit it; load it by reference",
+            id="hf_vocab",
+            marks=needs_transformers,
         ),
-        (lambda: _oc_model(vocab_size=1000), "has a 1000-token vocabulary, not CLIP's 49408; load it by reference"),
-        (
+        pytest.param(
+            lambda: _oc_model(vocab_size=1000),
+            "has a 1000-token vocabulary, not CLIP's 49408; load it by reference",
+            id="open_clip_vocab",
+            marks=needs_open_clip,
+        ),
+        pytest.param(
             lambda: _hf_model(eos_token_id=5),
             "reads its text feature at token id 5 (eos_token_id) but its tokenizer ends prompts with 49407",
+            id="hf_eos",
+            marks=needs_transformers,
         ),
     ],
-    ids=["hf_vocab", "open_clip_vocab", "hf_eos"],
 )
 def test_model_objects_that_clips_tokenizer_does_not_fit_are_refused(make, message):
     with pytest.raises(ModelLoadError) as exc:
@@ -589,6 +633,7 @@ def test_model_objects_that_clips_tokenizer_does_not_fit_are_refused(make, messa
     assert message in _one_line(exc)
 
 
+@needs_transformers
 def test_hf_several_eos_ids_and_a_non_clip_tokenizer_are_refused():
     model = _hf_model()
     hf_text_transformer(model).eos_token_id = [49407, 2]  # type: ignore[union-attr]
@@ -611,10 +656,12 @@ def _cli_without_network(tmp_path: Path, cache: Path, *args: str) -> subprocess.
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
 
+@needs_open_clip
+@needs_transformers
 def test_hub_model_without_network_loads_from_the_cache_at_once(hf_folder, tmp_path):
     """No network: a cached hf: model loads from the cache; an uncached one (hf: or open_clip:) ends in one
     line that says the Hub cannot be reached and only the cache was used (no retry messages)."""
-    from test_hub import make_hf_cache
+    from helpers import make_hf_cache
 
     files = {p.name: p.read_bytes() for p in hf_folder.iterdir() if p.is_file()}
     cache = make_hf_cache(tmp_path / "cache", "fpp-test/tiny-clip", files)

@@ -131,7 +131,7 @@ def test_public_clip_helpers_where_import_clip_fails(tmp_path: Path) -> None:
     """A fresh environment (setuptools >= 82): ``import clip`` fails; ``fpp_init.import_clip()`` and
     ``fpp_init.load_clip()`` work, and ``import clip`` works after them."""
     import torch
-    from conftest import build_tiny_clip
+    from helpers import build_tiny_clip
 
     weights = tmp_path / "tiny.pt"
     torch.save(build_tiny_clip(64, layers=1).state_dict(), weights)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from _reference import encode_embeddings, spec_losses
-from conftest import build_tiny_clip, clip_tower, save_and_load
+from helpers import build_tiny_clip, clip_tower, save_and_load
 
 import fpp_init
 from fpp_init import FPPConfig

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_hub import make_prompt
+from helpers import make_prompt
 
 import fpp_init
 import fpp_init.api._pretrain as pretrain_module

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import build_tiny_clip
+from helpers import build_tiny_clip
 from huggingface_hub import ModelCard
 
 import fpp_init
@@ -205,7 +205,7 @@ def test_public_model_names_nothing_local(tmp_path: Path) -> None:
 
 
 def test_push_refuses_a_manifest_with_a_local_path(tmp_path: Path) -> None:
-    from test_hub import make_prompt
+    from helpers import make_prompt
 
     make_prompt().save(tmp_path / "fpp_x_agnostic_seed0.safetensors")
     (tmp_path / "manifest.json").write_text(
