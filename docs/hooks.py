@@ -100,20 +100,20 @@ def _fields_table(path: str) -> str:
 
 
 def _layers() -> str:
+    """The layer diagram, from ``tests/test_layers.py``'s ``ARCHITECTURE`` (the list that test enforces)."""
     spec = importlib.util.spec_from_file_location("_test_layers", ROOT / "tests" / "test_layers.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    by_level: dict[int, list[str]] = {}
-    for unit, level in mod.LAYERS.items():
-        by_level.setdefault(level, []).append(unit)
-    apart = set(mod.SIBLINGS_APART)
-    lines = []
+    by_level: dict[int, list[tuple[str, str]]] = {}
+    for unit, (level, what) in mod.ARCHITECTURE.items():
+        by_level.setdefault(level, []).append((unit, what))
+    rows = ["| layer | module | what it holds |", "|---|---|---|"]
     for level in sorted(by_level, reverse=True):
-        units = by_level[level]
-        sep = " | " if set(units) <= apart else ", "
-        lines.append(f"{level}  {sep.join(units)}")
-    return "```text\n" + "\n".join(lines) + "\n```"
+        for unit, what in by_level[level]:
+            apart = " (knows nothing of the other two in its layer)" if unit in mod.SIBLINGS_APART else ""
+            rows.append(f"| {level} | `{unit}` | {what}{apart} |")
+    return "\n".join(rows)
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str:

@@ -7,32 +7,34 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fpp_init"
 
-#: layer of each module or subpackage (a module may import only from layers <= its own;
-#: within a layer only between different subpackages that are listed side by side)
-LAYERS = {
-    "constants": 0,
-    "errors": 0,
-    "_version": 0,
-    "_validate": 1,
-    "_io": 1,
-    "_deps": 1,
-    "_hubenv": 1,
-    "_launch": 1,
-    "config": 2,
-    "_runtime": 2,
-    "plotting": 2,
-    "_zoospec": 3,
-    "metrics": 3,
-    "towers": 3,
-    "algorithm": 4,
-    "models": 5,
-    "artifacts": 5,
-    "adapters": 5,
-    "api": 6,
-    "cli": 7,
-    "__init__": 8,
-    "__main__": 8,
+#: the architecture, one entry per module or subpackage: its layer and what it holds. A module may
+#: import only from layers <= its own; within a layer only between different subpackages that are
+#: listed side by side. The docs' architecture page is drawn from this list (docs/hooks.py).
+ARCHITECTURE = {
+    "constants": (0, "constants of FPP, the file format, the cache and the Hub"),
+    "errors": (0, "FPPError, FPPWarning and their subclasses"),
+    "_version": (0, "the version"),
+    "_validate": (1, "one validator per concept (no torch)"),
+    "_io": (1, "reading and writing files: regular files only, atomic writes, OS errors as one line"),
+    "_deps": (1, "optional libraries and the command that installs each"),
+    "_hubenv": (1, "the Hub's reachability and offline mode, repository ids"),
+    "_launch": (1, "the launcher's environment (torchrun), validated without torch"),
+    "config": (2, "FPPConfig and SharpnessConfig: each option defined once"),
+    "_runtime": (2, "threads, frozen modules, the caller's RNG kept, tensor-only loading"),
+    "plotting": (2, "figures (matplotlib)"),
+    "_zoospec": (3, "zoo specs read and checked without torch"),
+    "metrics": (3, "calibration metrics"),
+    "towers": (3, "text towers from a canonical TowerSpec; fingerprints (know nothing of FPP)"),
+    "algorithm": (4, "the FPP optimiser and the sharpness maths, on one feature path (no files, no Hub)"),
+    "models": (5, "CLIP models of every library -> TextModel"),
+    "artifacts": (5, "prompt files, the cache, the Hub, exports"),
+    "adapters": (5, "one module per prompt-learner design of live TPT-family models"),
+    "api": (6, "the front doors: validate, then use the layers below"),
+    "cli": (7, "the fpp-init command: argparse front end, one-line errors"),
+    "__init__": (8, "the public names, loaded on first use"),
+    "__main__": (8, "python -m fpp_init"),
 }
+LAYERS = {unit: level for unit, (level, _) in ARCHITECTURE.items()}
 # the three middle rooms know nothing of each other
 SIBLINGS_APART = {"models", "artifacts", "adapters"}
 

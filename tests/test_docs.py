@@ -1,5 +1,9 @@
-"""Every shell and Python block of the README runs as written, in README order, in one fresh working
-folder (a user following the README from a clone), and writes nothing outside it.
+"""Every shell and Python block of the README and of the docs' guide pages runs as written, in one fresh
+working folder (a user following the README, then the guide in its navigation order, from a clone), and
+writes nothing outside it.
+
+The codebase pages (generated from ``examples/<repo>/README.md``) hold commands for other repositories,
+checked on their real code outside this one; the API reference holds no blocks.
 
 A block that cannot run here says so on its first line, and is skipped with that reason:
 ``# needs network: ...`` (PyPI, a CLIP download, the Hugging Face Hub) or ``# not run alone: ...``
@@ -27,11 +31,12 @@ BLOCK_MARKERS = ("# needs network", "# not run alone")
 COMMAND_MARKERS = ("# needs network", "# not run here")
 OUTPUT_FLAGS = ("--out", "--plot", "--coop", "--hub")
 
-pytestmark = pytest.mark.slow  # about two minutes: every command of the README
+pytestmark = pytest.mark.slow  # a few minutes: every command of the README and the guide
 
 
 @dataclass(frozen=True)
 class Block:
+    doc: str
     line: int
     lang: str
     code: str
@@ -42,12 +47,18 @@ class Block:
         return first.lstrip("# ") if first.startswith(BLOCK_MARKERS) else None
 
 
-def readme_blocks() -> list[Block]:
-    text = (ROOT / "README.md").read_text()
+def documents() -> list[str]:
+    """README.md, then the guide pages in the order of mkdocs.yml's navigation."""
+    nav = re.findall(r"^\s*- (?:[^:\n]+: )?([\w/-]+\.md)\s*$", (ROOT / "mkdocs.yml").read_text(), re.M)
+    return ["README.md", *(f"docs/{page}" for page in nav if not page.startswith("reference/"))]
+
+
+def doc_blocks(name: str) -> list[Block]:
+    text = (ROOT / name).read_text()
     found = []
     for m in re.finditer(r"^( *)```(bash|python)\n(.*?)^\1```", text, re.S | re.M):
         code = textwrap.dedent("".join(line[len(m.group(1)) :] + "\n" for line in m.group(3).splitlines()))
-        found.append(Block(text[: m.start()].count("\n") + 1, m.group(2), code))
+        found.append(Block(name, text[: m.start()].count("\n") + 1, m.group(2), code))
     return found
 
 
@@ -73,7 +84,7 @@ def _tracked() -> dict[str, str]:
     return {n: hashlib.sha256((ROOT / n).read_bytes()).hexdigest() for n in names.splitlines() if (ROOT / n).is_file()}
 
 
-BLOCKS = readme_blocks()
+BLOCKS = [block for name in documents() for block in doc_blocks(name)]
 
 
 @pytest.fixture(scope="module")
@@ -105,13 +116,15 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return {**os.environ, "PATH": path, "MPLBACKEND": "Agg"}
 
 
-def test_the_readme_has_runnable_blocks() -> None:
+def test_the_readme_and_the_guide_have_runnable_blocks() -> None:
+    assert len(documents()) >= 10  # the README and the guide pages
     runnable = [b for b in BLOCKS if b.skip_reason is None]
     assert len(runnable) >= 12 and {b.lang for b in runnable} == {"bash", "python"}
-    assert any("fpp-init pretrain --weights random_clip.pt" in b.code for b in runnable)  # the offline try
+    readme = [b for b in runnable if b.doc == "README.md"]
+    assert any("fpp-init pretrain --weights random_clip.pt" in b.code for b in readme)  # the offline try
 
 
-@pytest.mark.parametrize("block", BLOCKS, ids=[f"line{b.line}-{b.lang}" for b in BLOCKS])
+@pytest.mark.parametrize("block", BLOCKS, ids=[f"{b.doc}:{b.line}-{b.lang}" for b in BLOCKS])
 def test_block_runs_as_written(block: Block, work: Path, env: dict[str, str], clone_before: dict[str, str]) -> None:
     if block.skip_reason is not None:
         pytest.skip(block.skip_reason)
