@@ -1,4 +1,4 @@
-"""Zoo specs (see :mod:`fpp_init.api._zoo`): a TOML file or dict -> the jobs, checked without torch.
+"""Zoo specs (see :func:`fpp_init.build_zoo`): a TOML file or dict -> the jobs, checked without torch.
 
 Every class-set file is read and every model reference checked here (a checkpoint path must exist),
 so a mistake anywhere in a spec is answered at once, before any job runs.

@@ -1,4 +1,4 @@
-"""``fpp-init zoo``: build many prompts from a declarative TOML spec (see :mod:`fpp_init.api._zoo`)."""
+"""``fpp-init zoo``: build many prompts from a declarative TOML spec (see :func:`fpp_init.build_zoo`)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         check_repo_id(args.repo_id, "--repo-id")
     load_zoo_spec(args.spec)  # the spec, its class files and model paths, before torch is imported
     check_writable_dir(args.out, "--out")
-    from ..api._zoo import build_zoo
+    from ..api import build_zoo
 
     entries = build_zoo(args.spec, args.out, progress=not args.quiet, repo_id=args.repo_id)
     if entries:
