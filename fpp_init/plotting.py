@@ -133,7 +133,7 @@ def plot_sharpness(
     ax_drop = fig.add_subplot(gs[0, 0:cols])
     for r in results:
         ax_drop.plot(r.factors, r.cos_drop, marker="o", label=r.label)
-    ax_drop.set_xlabel("noise scale (× the std of FPP ctx / cls noise)")
+    ax_drop.set_xlabel("noise scale\n(× the std of FPP ctx / cls noise)")
     ax_drop.set_ylabel(SHARPNESS_LABEL)
     ax_drop.set_title("Under FPP embedding noise")
     ax_drop.legend(fontsize="small")
@@ -146,7 +146,7 @@ def plot_sharpness(
             land = r.landscape
             assert land is not None
             ax_1d.plot(land.alphas, land.line, label=r.label)
-        ax_1d.set_xlabel(f"step along a random ctx direction (× {unit})")
+        ax_1d.set_xlabel(f"step along a random ctx direction\n(× {unit})")
         ax_1d.set_ylabel(SHARPNESS_LABEL)
         ax_1d.set_title("1-D landscape slice")
         ax_1d.legend(fontsize="small")
