@@ -104,14 +104,14 @@ def check_repo_id(repo_id: Any, name: str = "repo_id") -> str:
     """An ``OWNER/NAME`` repository id, checked with huggingface_hub's own validator."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-    check_str(repo_id, name, error=HubError)
-    if repo_id.count("/") != 1:
-        raise HubError(f"{name} {repo_id!r} must be OWNER/NAME, e.g. someone/fpp-prompts")
+    checked = check_str(repo_id, name, error=HubError)
+    if checked.count("/") != 1:
+        raise HubError(f"{name} {checked!r} must be OWNER/NAME, e.g. someone/fpp-prompts")
     try:
-        validate_repo_id(repo_id)
+        validate_repo_id(checked)
     except HFValidationError as exc:
         raise HubError(
-            f"{name} {repo_id!r} is not a valid repository id OWNER/NAME (letters, digits, '-', '_', '.'): "
+            f"{name} {checked!r} is not a valid repository id OWNER/NAME (letters, digits, '-', '_', '.'): "
             f"{' '.join(str(exc).split())}"
         ) from None
-    return repo_id
+    return checked

@@ -57,11 +57,11 @@ def _cgroup_quota() -> int | None:
         pass
     try:  # cgroup v1
         with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", encoding="ascii") as fq:
-            quota = int(fq.read())
+            quota_us = int(fq.read())
         with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us", encoding="ascii") as fp:
-            period = int(fp.read())
-        if quota > 0 and period > 0:
-            return math.ceil(quota / period)
+            period_us = int(fp.read())
+        if quota_us > 0 and period_us > 0:
+            return math.ceil(quota_us / period_us)
     except (OSError, ValueError):
         pass
     return None

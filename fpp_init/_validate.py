@@ -14,7 +14,7 @@ import stat
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 from . import constants as const
 from ._io import NESTED_TOO_DEEPLY, check_readable_file, default_cache_dir, path_stat, read_regular_file
@@ -69,7 +69,7 @@ def check_int(
     error: type[FPPError] = ConfigError,
 ) -> int:
     """An ``int`` (not a bool) within ``[min, max]``."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not isinstance(value, int) or isinstance(value, bool):
         raise _error(error, f"{name} must be an int, got {value!r} ({type(value).__name__})", name)
     if (min is not None and value < min) or (max is not None and value > max):
         if max is None:
@@ -123,13 +123,19 @@ def check_choice(value: Any, name: str, choices: Iterable[T]) -> T:
     options = tuple(choices)
     if not isinstance(value, type(options[0])) or value not in options:
         raise ConfigError(f"{name} must be one of {', '.join(repr(o) for o in options)}; got {value!r}", param=name)
-    return value  # type: ignore[no-any-return]
+    return value
 
 
-def check_str(value: Any, name: str, *, allow_none: bool = False, error: type[FPPError] = ConfigError) -> str:
+@overload
+def check_str(
+    value: Any, name: str, *, allow_none: Literal[False] = False, error: type[FPPError] = ConfigError
+) -> str: ...
+@overload
+def check_str(value: Any, name: str, *, allow_none: bool, error: type[FPPError] = ConfigError) -> str | None: ...
+def check_str(value: Any, name: str, *, allow_none: bool = False, error: type[FPPError] = ConfigError) -> str | None:
     """A non-empty string (or ``None`` when allowed; then the return value is ``None``)."""
     if value is None and allow_none:
-        return None  # type: ignore[return-value]
+        return None
     if not isinstance(value, str) or not value.strip():
         raise _error(error, f"{name} must be a non-empty string, got {value!r}", name)
     return value
@@ -143,7 +149,7 @@ def check_path(value: Any, name: str) -> Path:
         raise ConfigError(f"{name} must be a file path (str or os.PathLike), got {value!r}", param=name)
     try:
         os.fsencode(value)
-    except UnicodeError as exc:
+    except UnicodeEncodeError as exc:
         raise ConfigError(
             f"{name} {value!r} is not a usable file path: {value[exc.start]!r} cannot be encoded for the file "
             "system (a lone surrogate?)",
@@ -177,7 +183,7 @@ def check_file_name(value: Any, what: str, *, param: str, suffix: str | None = N
                 why = f"is {size} bytes long; file systems allow at most 255"
     if why is not None:
         raise ConfigError(f"{what} {value!r} {why}", param=param)
-    return value
+    return cast(str, value)  # a str: every other value set `why` above
 
 
 def check_cache(value: Any, name: str = "cache") -> Path | None:

@@ -244,4 +244,4 @@ def describe_fields(cls: type) -> str:
 
 
 for _cls in (FPPConfig, SharpnessConfig):
-    _cls.__doc__ = f"{_cls.__doc__.rstrip()}\n\n    Fields:\n\n{describe_fields(_cls)}\n"
+    _cls.__doc__ = f"{(_cls.__doc__ or '').rstrip()}\n\n    Fields:\n\n{describe_fields(_cls)}\n"

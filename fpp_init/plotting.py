@@ -139,7 +139,7 @@ def plot_sharpness(
     ax_drop.legend(fontsize="small")
     ax_drop.grid(alpha=0.3)
     if with_1d:
-        norms = {r.landscape.norm for r in with_1d}  # type: ignore[union-attr]
+        norms = {r.landscape.norm for r in with_1d}
         unit = "the FPP ctx-noise size" if norms == {"noise"} else "each ctx row norm (filter)"
         ax_1d = fig.add_subplot(gs[0, cols : 2 * cols])
         for r in with_1d:
@@ -152,7 +152,7 @@ def plot_sharpness(
         ax_1d.legend(fontsize="small")
         ax_1d.grid(alpha=0.3)
     if with_2d:
-        vmax = max(float(r.landscape.grid2d.max()) for r in with_2d)  # type: ignore[union-attr]
+        vmax = max(float(r.landscape.grid2d.max()) for r in with_2d)
         levels = [vmax * i / 12 for i in range(13)] if vmax > 0 else 12
         for j, r in enumerate(with_2d):
             land = r.landscape

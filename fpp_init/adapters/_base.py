@@ -14,7 +14,7 @@ import hashlib
 import inspect
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -65,9 +65,9 @@ def encoder_call(encoder: object) -> str | None:
     """How a text encoder is called, from its signature: ``"plain"`` ``(prompts, tokenized_prompts)``,
     ``"aux"`` (a third ``aux_outputs`` argument, returns a tuple), ``"compound"`` (a third
     ``compound_prompts_deeper_text`` argument); ``None`` when it takes fewer than two or is unreadable."""
-    forward = getattr(encoder, "forward", encoder)
+    forward: Any = getattr(encoder, "forward", encoder)  # signature() refuses a non-callable with TypeError
     try:
-        params = list(inspect.signature(forward).parameters.values())  # type: ignore[arg-type]
+        params = list(inspect.signature(forward).parameters.values())
     except (TypeError, ValueError):
         return None
     names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
@@ -79,9 +79,9 @@ def encoder_call(encoder: object) -> str | None:
 
 
 def signature_text(encoder: object) -> str:
-    forward = getattr(encoder, "forward", encoder)
+    forward: Any = getattr(encoder, "forward", encoder)  # signature() refuses a non-callable with TypeError
     try:
-        return f"{type(encoder).__name__}.forward{inspect.signature(forward)}"  # type: ignore[arg-type]
+        return f"{type(encoder).__name__}.forward{inspect.signature(forward)}"
     except (TypeError, ValueError):
         return f"{type(encoder).__name__} (signature unreadable)"
 
@@ -146,14 +146,14 @@ class PromptDesign:
     def where(self) -> str:
         return f"{type(self.learner).__name__} ({self.description})"
 
-    # -- geometry ---------------------------------------------------------------------------
+    # -- geometry (check_layout made sure of these types) -------------------------------------
     @property
     def text_encoder(self) -> nn.Module:
-        return self.root.text_encoder  # type: ignore[no-any-return]
+        return cast(nn.Module, self.root.text_encoder)
 
     @property
     def ctx(self) -> nn.Parameter:
-        return self.learner.ctx  # type: ignore[no-any-return]
+        return cast(nn.Parameter, self.learner.ctx)
 
     @property
     def width(self) -> int:
@@ -178,7 +178,7 @@ class PromptDesign:
         the model with ``.cuda()`` only afterwards."""
         for t in self.text_encoder.parameters():
             return t.device
-        return self.learner.token_prefix.device  # type: ignore[no-any-return]
+        return cast(torch.device, self.learner.token_prefix.device)
 
     def check_layout(self) -> None:
         """Refuse (clearly) what the design cannot serve; run again whenever the class set changed."""
@@ -304,19 +304,19 @@ class PromptDesign:
 
     def encode(self, prompts: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """The codebase's own text encoder on embedded prompts: unnormalised features ``[B, E]``."""
-        out = self.text_encoder(prompts, tokens, *self.encoder_args())
+        out: torch.Tensor | tuple[torch.Tensor, ...] = self.text_encoder(prompts, tokens, *self.encoder_args())
         return out[0] if isinstance(out, tuple) else out
 
     def spec(self) -> TowerSpec | None:
         """The canonical description of the text tower, when the encoder is OpenAI-CLIP-shaped; deep prompts
         replace the ctx rows before block ``i + 1`` (MaPLe's convention)."""
         enc = self.text_encoder
-        parts = {a: getattr(enc, a, None) for a in TEXT_PARTS}
+        parts: dict[str, Any] = {a: getattr(enc, a, None) for a in TEXT_PARTS}  # openai_spec checks each
         if any(p is None for p in parts.values()):
             return None
         layers = len(getattr(parts["transformer"], "resblocks", ()))
         deep = {i + 1: p for i, p in enumerate(self.deep_prompts()) if i + 1 < layers}
-        return openai_spec(**parts, deep_prompts=deep, deep_start=self.ctx_start)  # type: ignore[arg-type]
+        return openai_spec(**parts, deep_prompts=deep, deep_start=self.ctx_start)
 
     def fingerprint(self) -> str:
         """The text tower's fingerprint: equal to ``fingerprint_model`` of the same CLIP weights (deep prompts

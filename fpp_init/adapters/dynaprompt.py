@@ -37,7 +37,8 @@ class DynaPromptDesign(TPTDesign):
         return single(self.learner.ctx_init_state.detach(), "prompt_learner.ctx_init_state").float().cpu()
 
     def current_init(self) -> torch.Tensor:
-        return (self.learner.init_ctx.detach().float().cpu() + self._residual()).clone()
+        init: torch.Tensor = self.learner.init_ctx
+        return (init.detach().float().cpu() + self._residual()).clone()
 
     def install(self, prompt_ctx: torch.Tensor) -> None:
         init = self.learner.init_ctx

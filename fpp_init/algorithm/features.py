@@ -31,7 +31,8 @@ def chunk_overhead(device: torch.device) -> int:
 def normalize(x: torch.Tensor) -> torch.Tensor:
     """Unit rows in at least fp32 (fp64 features stay fp64)."""
     x = x.to(torch.promote_types(x.dtype, torch.float32))
-    return x / x.norm(dim=-1, keepdim=True)
+    norm: torch.Tensor = x.norm(dim=-1, keepdim=True)  # (torch leaves Tensor.norm's return unannotated)
+    return x / norm
 
 
 class ClassFeatures:

@@ -184,17 +184,19 @@ class _Run:
         self.num_classes, self.length, self.ctx_start, self.n_ctx, self.width = (
             work.num_classes, work.used_length, work.ctx_start, n_ctx, width,
         )  # fmt: skip
+        mine: EmbeddedPrompts | None = work  # None: a rank without classes
         if self.shard is not None:  # this rank's classes only; the noise is drawn for the whole set
             local = shard_classes(work.eot_pos + 1, self.shard.rank, self.shard.world)
-            work = work.select(local, n_ctx) if len(local) else None  # type: ignore[assignment]
-        self.features = None if work is None else ClassFeatures(
-            tower, work, n_ctx, chunk_classes=config.chunk_classes, share_prefix=config.share_prefix, device=device
+            mine = work.select(local, n_ctx) if len(local) else None
+        self.features = None if mine is None else ClassFeatures(
+            tower, mine, n_ctx, chunk_classes=config.chunk_classes, share_prefix=config.share_prefix, device=device
         )  # fmt: skip
         self.chunks = [] if self.features is None else self.features.chunks
         self.amp = _autocast(config, device, tower.dtype)
         predefined = predefined_ctx.detach().to(device, self.dtype)
+        features = self.features
         with torch.no_grad(), self.amp:
-            self.targets = [self.features(ch, predefined[None])[0] for ch in self.chunks]  # type: ignore[misc]
+            self.targets = [] if features is None else [features(ch, predefined[None])[0] for ch in self.chunks]
         if not all(bool(torch.isfinite(t).all()) for t in self.targets):
             raise NonFiniteError(
                 "the text tower produces NaN/Inf features for the predefined prompt: the model's weights (or the "
@@ -230,15 +232,17 @@ class _Run:
         """Accumulate this step's gradient over the chunks; the summed (align, 1 - mean cos)."""
         cfg, feats, c = self.config, self.features, self.num_classes
         totals = torch.zeros(2, device=self.device, dtype=self.dtype)
+        if feats is None:  # a rank without classes (no chunks): nothing to accumulate
+            return totals
         for chunk, target in zip(self.chunks, self.targets, strict=True):
             with self.amp:
-                clean = feats(chunk, self.ctx[None])[0]  # type: ignore[misc]
+                clean = feats(chunk, self.ctx[None])[0]
             if self.noiseless:  # F~ = F exactly; recomputing would only add rounding noise
                 noisy = clean.detach()[None]
             else:
                 with torch.no_grad(), self.amp:
                     variants = self.ctx.detach()[None].expand(cfg.num_noise, -1, -1)
-                    noisy = feats(chunk, variants, noise)  # type: ignore[misc]
+                    noisy = feats(chunk, variants, noise)
             align = ((clean - target) ** 2).sum() / c
             # mean cos(F, F~) written as 1 - |F - F~|^2 / 2 (equal for unit vectors): its gradient
             # vanishes exactly where F~ = F, and it avoids cancellation for cosines near 1

@@ -32,7 +32,7 @@ def import_clip() -> ModuleType:
         ModelLoadError: clip-anytorch is not installed, or the ``clip`` found first is a copy
             vendored by a TPT-family repository (run from another folder, or pass your model object).
     """
-    return _import_clip()  # type: ignore[no-any-return]
+    return _import_clip()
 
 
 def load_clip(

@@ -173,7 +173,8 @@ def _live(
         name, ctx = "current init", live.current_init()
     else:
         name, found, _ = _source(source)
-        ctx = found.detach().float().cpu()  # type: ignore[union-attr]
+        assert isinstance(found, torch.Tensor)  # a template (the one str source) was refused above
+        ctx = found.detach().float().cpu()
     reference = (
         predefined_ctx if predefined_ctx is not None else original if original is not None else live.current_init()
     )

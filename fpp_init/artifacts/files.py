@@ -75,9 +75,9 @@ def _header(data: bytes, where: str) -> dict[str, Any]:
 
 
 def _format_version(meta: dict[str, Any], where: str) -> None:
-    raw = meta.get("fpp_format_version")
+    raw: Any = meta.get("fpp_format_version")
     try:
-        version = int(raw)  # type: ignore[arg-type]
+        version = int(raw)
     except (TypeError, ValueError):
         raise PromptFormatError(
             f"{where}: missing or malformed fpp_format_version {raw!r}; the metadata was edited or "

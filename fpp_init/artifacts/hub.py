@@ -222,7 +222,7 @@ def upload_folder(
 
     try:
         with quiet_hub():
-            extra = {} if private is None else {"private": private}
+            extra: dict[str, Any] = {} if private is None else {"private": private}
             huggingface_hub.create_repo(repo_id, token=token, exist_ok=True, **extra)
             info: Any = huggingface_hub.upload_folder(
                 repo_id=repo_id, folder_path=str(folder), revision=revision, token=token, commit_message=commit_message

@@ -24,6 +24,7 @@ from .._runtime import global_rng_kept, load_tensors_only
 from .._validate import check_model_reference
 from ..errors import ModelLoadError
 from ..towers import CausalTextTower, openai_spec
+from ..towers._base import attr_as
 from ._base import TextModel, first_line
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ _VIT_NAMES = {
     (1024, 14, 336): "ViT-L/14@336px",
 }
 # (blocks per stage, stem width) -> name
-_RN_NAMES = {
+_RN_NAMES: dict[tuple[tuple[int, ...], int], str] = {
     ((3, 4, 6, 3), 64): "RN50",
     ((3, 4, 23, 3), 64): "RN101",
     ((4, 6, 10, 6), 80): "RN50x4",
@@ -58,16 +59,23 @@ _RN_NAMES = {
 }
 
 
+class _PkgResourcesShim(types.ModuleType):
+    """The stand-in ``pkg_resources``: only what clip-anytorch imports from it."""
+
+    packaging: types.ModuleType
+    __fpp_init_shim__: bool
+
+
 def _pkg_resources_shim() -> types.ModuleType:
     import packaging.version  # noqa: F401  (binds packaging.version)
 
-    shim = types.ModuleType("pkg_resources")
-    shim.packaging = sys.modules["packaging"]  # type: ignore[attr-defined]
-    shim.__fpp_init_shim__ = True  # type: ignore[attr-defined]
+    shim = _PkgResourcesShim("pkg_resources")
+    shim.packaging = sys.modules["packaging"]
+    shim.__fpp_init_shim__ = True
     return shim
 
 
-def import_clip() -> Any:
+def import_clip() -> types.ModuleType:
     """Import clip-anytorch, whatever setuptools the environment has.
 
     clip-anytorch 2.6.0 runs ``from pkg_resources import packaging`` only to compare version
@@ -107,7 +115,7 @@ def import_clip() -> Any:
         ) from None
     finally:
         if shim is not None and sys.modules.get("pkg_resources") is shim:
-            if had_entry:
+            if had_entry:  # a None entry (an import blocked on purpose), which typeshed's sys.modules cannot hold
                 sys.modules["pkg_resources"] = saved  # type: ignore[assignment]
             else:
                 del sys.modules["pkg_resources"]
@@ -134,13 +142,14 @@ def is_clip_model(model: object) -> bool:
 
 def infer_backbone(visual: object) -> str | None:
     """The OpenAI CLIP name whose image-tower shapes ``visual`` has, or ``None``."""
+    tower: Any = visual  # duck-typed: what it lacks raises AttributeError / TypeError / IndexError, caught below
     try:
-        if hasattr(visual, "transformer"):  # VisionTransformer
-            key = (visual.conv1.out_channels, visual.conv1.kernel_size[0], visual.input_resolution)  # type: ignore[attr-defined]
+        if hasattr(tower, "transformer"):  # VisionTransformer
+            key = (tower.conv1.out_channels, tower.conv1.kernel_size[0], tower.input_resolution)
             return _VIT_NAMES.get(key)
-        if hasattr(visual, "layer4"):  # ModifiedResNet
-            blocks = tuple(len(getattr(visual, f"layer{i}")) for i in range(1, 5))
-            return _RN_NAMES.get((blocks, visual.conv1.out_channels * 2))  # type: ignore[attr-defined]
+        if hasattr(tower, "layer4"):  # ModifiedResNet
+            blocks = tuple(len(getattr(tower, f"layer{i}")) for i in range(1, 5))
+            return _RN_NAMES.get((blocks, tower.conv1.out_channels * 2))
     except (AttributeError, TypeError, IndexError):
         return None
     return None
@@ -149,7 +158,12 @@ def infer_backbone(visual: object) -> str | None:
 def text_model_from_clip(model: nn.Module, backbone: str | None = None) -> TextModel:
     """The :class:`TextModel` of a clip-anytorch ``CLIP``; :class:`ModelLoadError` if its text tower
     is not an OpenAI-style causal transformer."""
-    spec = openai_spec(model.transformer, model.positional_embedding, model.ln_final, model.text_projection)  # type: ignore[arg-type]
+    spec = openai_spec(
+        attr_as(model, "transformer", nn.Module),
+        attr_as(model, "positional_embedding", torch.Tensor),
+        attr_as(model, "ln_final", nn.Module),
+        attr_as(model, "text_projection", torch.Tensor),
+    )
     if spec is None:
         raise ModelLoadError(
             f"the text transformer of {type(model).__name__} is not an OpenAI-CLIP-style causal transformer "
@@ -159,7 +173,7 @@ def text_model_from_clip(model: nn.Module, backbone: str | None = None) -> TextM
         model=model,
         tower=CausalTextTower(spec),
         tokenizer=ClipTokenizer(),
-        token_embedding=model.token_embedding.weight,  # type: ignore[union-attr]
+        token_embedding=attr_as(model, "token_embedding.weight", torch.Tensor),
         library="clip",
         backbone=backbone or infer_backbone(getattr(model, "visual", None)),
     )
@@ -185,7 +199,8 @@ def _load_local(clip: Any, path: str, device: torch.device, jit: bool) -> tuple[
             ) from None
     else:
         if jit:  # clip.load's own TorchScript path (device patching), on a file known to be an archive
-            return clip.load(path, device=str(device), jit=True)
+            model, preprocess = clip.load(path, device=str(device), jit=True)
+            return model, preprocess
         state = archive.state_dict()
     if not isinstance(state, dict):
         raise ModelLoadError(f"{path!r} holds a {type(state).__name__}, not a CLIP state_dict")

@@ -22,6 +22,7 @@ from .._hubenv import cache_only_reason, quiet_hub
 from .._runtime import global_rng_kept
 from ..errors import ClassNameError, ModelLoadError
 from ..towers import CausalTextTower, hf_spec
+from ..towers._base import attr_as
 from ..towers.hf import hf_text_transformer
 from ._base import TextModel, Tokenizer, first_line
 from .clip import ClipTokenizer
@@ -118,7 +119,8 @@ def text_model_from_hf(model: nn.Module, tokenizer: Any = None, backbone: str | 
             f"{what} has several eos_token_id {list(eos)}; FPP needs the one token its features are read at"
         )
     argmax_read = eos is None or eos == _LEGACY_EOS
-    vocab = int(text.embeddings.token_embedding.weight.shape[0])
+    embedding = attr_as(text, "embeddings.token_embedding.weight", torch.Tensor)
+    vocab = int(embedding.shape[0])
     if tokenizer is None:
         if vocab != CLIP_VOCAB_SIZE:
             raise ModelLoadError(
@@ -139,7 +141,7 @@ def text_model_from_hf(model: nn.Module, tokenizer: Any = None, backbone: str | 
         model=model,
         tower=CausalTextTower(spec),
         tokenizer=tok,
-        token_embedding=text.embeddings.token_embedding.weight,
+        token_embedding=embedding,
         library="transformers",
         backbone=backbone,
     )

@@ -27,6 +27,7 @@ from .._io import path_stat
 from .._runtime import global_rng_kept
 from ..errors import ModelLoadError
 from ..towers import CausalTextTower, TowerSpec, openai_spec
+from ..towers._base import attr_as
 from ._base import TextModel, Tokenizer, first_line
 from .hf import CLIP_VOCAB_SIZE, TransformersTokenizer
 
@@ -73,7 +74,8 @@ def _tokenizer(open_clip: Any, tokenizer: Any, what: str) -> Tokenizer:
                 from open_clip.tokenizer import basic_clean, whitespace_clean
 
                 def clean(text: str) -> str:
-                    return whitespace_clean(basic_clean(text))
+                    cleaned: str = whitespace_clean(basic_clean(text))  # (open_clip is untyped)
+                    return cleaned
 
             return TransformersTokenizer(inner, clean=clean, argmax_read=True)
         raise ModelLoadError(
@@ -134,10 +136,10 @@ def _text_parts(model: nn.Module, what: str) -> _TextParts:
     else:
         raise ModelLoadError(f"{what} has no OpenCLIP text tower (neither CLIP's text parts nor .text)")
     return _TextParts(
-        transformer=src.transformer,  # type: ignore[arg-type]
-        token_embedding=src.token_embedding,  # type: ignore[arg-type]
-        positional_embedding=src.positional_embedding,  # type: ignore[arg-type]
-        ln_final=src.ln_final,  # type: ignore[arg-type]
+        transformer=attr_as(src, "transformer", nn.Module),
+        token_embedding=attr_as(src, "token_embedding", nn.Embedding),
+        positional_embedding=attr_as(src, "positional_embedding", torch.Tensor),
+        ln_final=attr_as(src, "ln_final", nn.Module),
         text_projection=getattr(src, "text_projection", None),
         attn_mask=getattr(src, "attn_mask", None),
         pool_type=pool,

@@ -1,11 +1,12 @@
 """What a text tower is, to FPP: the protocol, the canonical description of a causal CLIP tower, and
-the few helpers every library's spec builder shares (refusal with a reason, LayerNorms)."""
+the few helpers every library's spec builder shares (refusal with a reason, LayerNorms, typed
+attribute access)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 import torch
 from torch import nn
@@ -19,7 +20,10 @@ __all__ = [
     "layer_norm_spec",
     "require_layer_norm",
     "spec_or_none",
+    "attr_as",
 ]
+
+T = TypeVar("T")
 
 
 @runtime_checkable
@@ -161,3 +165,17 @@ def require_layer_norm(module: object, what: str) -> LayerNormSpec:
             f"{what} is {type(module).__name__}, not a LayerNorm with weights over the last dimension"
         )
     return spec
+
+
+def attr_as(owner: object, path: str, kind: type[T]) -> T:
+    """``owner.<path>`` (a dotted path, e.g. ``"embeddings.token_embedding.weight"``), typed as ``kind``.
+
+    For the type checker only: torch types every attribute an ``nn.Module`` does not declare as
+    ``Tensor | Module``, and this says which the caller expects. Nothing is checked at run time: it is
+    the plain ``getattr`` chain (the same ``AttributeError`` when a part is missing); the caller's own
+    checks (``isinstance``, :func:`require_layer_norm`, ...) stay where they were.
+    """
+    value: Any = owner
+    for name in path.split("."):
+        value = getattr(value, name)
+    return cast(T, value)

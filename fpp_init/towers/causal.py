@@ -65,7 +65,8 @@ def _mlp(blk: BlockSpec, x: torch.Tensor, inplace: bool) -> torch.Tensor:
 def _eos_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
     """One query per sequence: ``query`` ``[B, H, 1, hd]``, ``key``/``value`` ``[B, H, N, hd]``,
     ``hidden`` ``[B, 1, 1, N]`` (True: a key after the EOS)."""
-    scores = (query * (query.shape[-1] ** -0.5)) @ key.transpose(-2, -1)
+    scale: float = query.shape[-1] ** -0.5  # (int ** float is Any to the type checker)
+    scores = (query * scale) @ key.transpose(-2, -1)
     return scores.masked_fill(hidden, float("-inf")).softmax(-1) @ value
 
 
@@ -144,7 +145,8 @@ class CausalTextTower:
     # -- pieces of a block ----------------------------------------------------------------
     def _split_heads(self, t: torch.Tensor) -> torch.Tensor:
         """``[..., 3D]`` -> ``[..., 3, H, hd]`` (a view)."""
-        return t.unflatten(-1, (3, self.heads, self.head_dim))
+        split: torch.Tensor = t.unflatten(-1, (3, self.heads, self.head_dim))  # (torch leaves it unannotated)
+        return split
 
     def _finish(self, blk: BlockSpec, x: torch.Tensor, attended: torch.Tensor, inplace: bool) -> torch.Tensor:
         """Out-projection, residual, MLP, residual."""

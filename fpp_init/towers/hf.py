@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._base import BlockSpec, TowerSpec, UnsupportedTower, require_layer_norm, spec_or_none
+from ._base import BlockSpec, TowerSpec, UnsupportedTower, attr_as, require_layer_norm, spec_or_none
 
 __all__ = ["hf_spec", "hf_text_transformer", "HF_ACTIVATIONS"]
 
@@ -62,7 +62,7 @@ def _block(layer: nn.Module, activation: str, where: str) -> BlockSpec:
     q, k, v, out = (
         _linear(getattr(attn, f"{n}_proj", None), f"{where}.self_attn.{n}_proj") for n in ("q", "k", "v", "out")
     )
-    biases = [p.bias for p in (q, k, v)]
+    biases: list[torch.Tensor | None] = [p.bias for p in (q, k, v)]
     if any(b is None for b in biases) and not all(b is None for b in biases):
         raise UnsupportedTower(f"{where}: only some of q/k/v have a bias")
     fc1, fc2 = (
@@ -72,7 +72,7 @@ def _block(layer: nn.Module, activation: str, where: str) -> BlockSpec:
     return BlockSpec(
         ln_1=require_layer_norm(getattr(layer, "layer_norm1", None), f"{where}.layer_norm1"),
         qkv_weight=torch.cat([q.weight, k.weight, v.weight]),
-        qkv_bias=None if biases[0] is None else torch.cat(biases),  # type: ignore[arg-type]
+        qkv_bias=None if biases[0] is None else torch.cat([b for b in biases if b is not None]),
         out_weight=out.weight,
         out_bias=out.bias,
         ln_2=require_layer_norm(getattr(layer, "layer_norm2", None), f"{where}.layer_norm2"),
@@ -95,13 +95,13 @@ def _spec(model: nn.Module) -> TowerSpec:
     if activation is None:
         raise UnsupportedTower(f"hidden_act {act!r} (supported: {', '.join(HF_ACTIVATIONS)})")
     embeddings = text.embeddings
-    positions = embeddings.position_embedding.weight
+    positions = attr_as(embeddings, "position_embedding.weight", torch.Tensor)
     ids = getattr(embeddings, "position_ids", None)
     if isinstance(ids, torch.Tensor):
         ids = ids.reshape(-1)[: positions.shape[0]].long()
         if not torch.equal(ids.cpu(), torch.arange(ids.numel())):
             positions = positions[ids.to(positions.device)]
-    layers = list(text.encoder.layers)
+    layers = list(attr_as(text, "encoder.layers", nn.ModuleList))
     if not layers:
         raise UnsupportedTower("the encoder has no layers")
     projection = getattr(model, "text_projection", None)
@@ -111,7 +111,7 @@ def _spec(model: nn.Module) -> TowerSpec:
         projection = projection.weight.t()  # [E, D] -> a [D, E] view
     return TowerSpec(
         blocks=tuple(_block(layer, activation, f"layer {i}") for i, layer in enumerate(layers)),
-        heads=int(config.num_attention_heads),
+        heads=int(attr_as(config, "num_attention_heads", int)),
         positional_embedding=positions,
         ln_final=require_layer_norm(text.final_layer_norm, "final_layer_norm"),
         projection=projection,

@@ -17,7 +17,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._base import BlockSpec, TowerSpec, UnsupportedTower, layer_norm_spec, require_layer_norm, spec_or_none
+from ._base import (
+    BlockSpec,
+    TowerSpec,
+    UnsupportedTower,
+    attr_as,
+    layer_norm_spec,
+    require_layer_norm,
+    spec_or_none,
+)
 
 __all__ = ["TEXT_PARTS", "openai_spec", "layer_norm_spec", "mlp_activation", "is_causal_mask"]
 
@@ -183,7 +191,7 @@ def _spec(
     specs = tuple(_block_spec(b, attn_mask, length, f"block {i}") for i, b in enumerate(blocks))
     return TowerSpec(
         blocks=specs,
-        heads=int(blocks[0].attn.num_heads),
+        heads=int(attr_as(blocks[0], "attn.num_heads", int)),
         positional_embedding=positional_embedding,
         ln_final=require_layer_norm(ln_final, "ln_final"),
         projection=_projection(text_projection),
