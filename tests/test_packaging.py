@@ -205,13 +205,14 @@ def test_examples_fix_the_vendored_pkg_resources_import(tmp_path: Path) -> None:
 
 
 def test_quick_subset_is_registered_and_documented() -> None:
-    """`-m "not slow"` is a documented quick run; the README's (and CI's) test command stays the full suite."""
+    """`-m "not slow"` is a documented quick run (for contributors); the README's (and CI's) test command
+    stays the full suite."""
     root = Path(__file__).resolve().parents[1]
     pyproject = (root / "pyproject.toml").read_text()
     assert re.search(r'markers = \[\s*"slow: ', pyproject)
-    readme = (root / "README.md").read_text()
-    assert 'python -m pytest -m "not slow"' in readme
-    assert 'python -m pip install -e ".[test]" && python -m pytest\n' in readme
+    for doc in ("CONTRIBUTING.md", "docs/getting-started.md"):
+        assert 'python -m pytest -m "not slow"' in (root / doc).read_text(), doc
+    assert 'python -m pip install -e ".[test]" && python -m pytest\n' in (root / "README.md").read_text()
     assert 'python -m pip install -e ".[test]" && python -m pytest\n' in (root / ".ci" / "run").read_text()
-    for name in ("test_distributed.py", "test_adapters.py", "test_adapters_more.py", "test_readme.py"):
+    for name in ("test_distributed.py", "test_adapters.py", "test_adapters_more.py", "test_docs.py"):
         assert "pytestmark = pytest.mark.slow" in (root / "tests" / name).read_text(), name
