@@ -32,11 +32,11 @@ logger = logging.getLogger(__name__)
 __all__ = ["apply", "FPPHandle", "ApplyOptions"]
 
 _STATE_ATTR = "_fpp_init_state"
-_HOOKED = "reset_classnames"
 
 
 class _ResetHook:
-    """Instance-level wrapper of ``reset_classnames``: call the original, then refresh the installation.
+    """Instance-level wrapper of the design's class-set method (``reset_classnames``, or the design's
+    :attr:`~fpp_init.adapters.PromptDesign.hook`): call the original, then refresh the installation.
 
     A callable object (not a closure) so that ``copy.deepcopy(model)`` gives the copy its own hook.
     """
@@ -126,15 +126,15 @@ class FPPHandle:
 
     def remove(self) -> None:
         """Restore the original ctx, what the design replaced (``ctx_init_state``, ``init_ctx``) and
-        ``reset_classnames``."""
+        ``reset_classnames`` (or the design's class-set method)."""
         if not self.active:
             return
         adapter = self.adapter
         if self._snapshot is not None:
             adapter.restore(self._snapshot)
         owner = self._hook_owner
-        if owner is not None and owner.__dict__.get(_HOOKED) is self._hook:
-            del owner.__dict__[_HOOKED]
+        if owner is not None and owner.__dict__.get(adapter.hook) is self._hook:
+            del owner.__dict__[adapter.hook]
         adapter.learner.__dict__.pop(_STATE_ATTR, None)
         self._hook = self._hook_owner = None
         self.active = False
@@ -197,8 +197,9 @@ class FPPHandle:
         adapter = self.adapter
         cfg = self._opts.config
         layout = f"live:{adapter.name}:{adapter.ctx_start}:{adapter.prompts_digest()}"  # what the class set embeds
+        labels = adapter.num_labels  # C of lambda = 1 + 15/C: classes, which may differ from the prompt rows
         request = CacheRequest(
-            self._tower_fingerprint(), adapter.classnames(), adapter.num_classes, layout, self.predefined, None, cfg
+            self._tower_fingerprint(), adapter.classnames(), labels, layout, self.predefined, None, cfg
         )
         key = request.key
         if key in self._memo:
@@ -211,15 +212,24 @@ class FPPHandle:
             self._memo[key] = hit
             return hit
         logger.info(
-            "pretraining FPP on the live model: %d classes, n_ctx %d, %d steps",
+            "pretraining FPP on the live model: %d classes (%d prompts), n_ctx %d, %d steps",
+            labels,
             adapter.num_classes,
             adapter.n_ctx,
             cfg.steps,
         )
         device = self._opts.device or adapter.device
+        run_cfg = cfg  # the algorithm counts prompt rows; the weight follows the classes when they differ
+        if cfg.flat_weight is None and labels != adapter.num_classes:
+            run_cfg = cfg.replace(flat_weight=cfg.resolved_flat_weight(labels))
         with frozen([adapter.text_encoder]), cpu_threads(cfg.threads, device):
             result = optimize_flat_prompt(
-                adapter.tower(), adapter.embedded(), self.predefined, cfg, device=device, progress=self._opts.progress
+                adapter.tower(),
+                adapter.embedded(),
+                self.predefined,
+                run_cfg,
+                device=device,
+                progress=self._opts.progress,
             )
         prompt = prompt_from_result(
             result,
@@ -228,7 +238,7 @@ class FPPHandle:
             template=adapter.template(),
             classnames=adapter.classnames(),
             class_agnostic=False,
-            num_classes=adapter.num_classes,
+            num_classes=labels,
             fingerprint=request.fingerprint,
         )
         self._memo[key] = prompt
@@ -244,13 +254,12 @@ class FPPHandle:
 
     def _attach(self) -> None:
         adapter = self.adapter
-        lrn, root = adapter.learner, adapter.root
-        owner = lrn if hasattr(lrn, _HOOKED) else root if hasattr(root, _HOOKED) else None
+        owner = adapter.hook_owner()
         if owner is not None:
-            self._hook = _ResetHook(self, getattr(owner, _HOOKED))
+            self._hook = _ResetHook(self, getattr(owner, adapter.hook))
             self._hook_owner = owner
-            object.__setattr__(owner, _HOOKED, self._hook)
-        object.__setattr__(lrn, _STATE_ATTR, self)
+            object.__setattr__(owner, adapter.hook, self._hook)
+        object.__setattr__(adapter.learner, _STATE_ATTR, self)
         self.active = True
 
 
