@@ -21,6 +21,7 @@ from .fpp_reference import FPPReferenceDesign
 from .maple import MaPLeDesign
 from .refused import IT3ALayout, TPSLayout
 from .tpt import TPTDesign
+from .zero import ZeroMaPLeDesign
 
 __all__ = ["register_design", "registered_designs", "detect", "unwrap"]
 
@@ -35,6 +36,7 @@ _DESIGNS: list[type[PromptDesign]] = [
     DynaPromptDesign,
     CoCoOpDesign,
     MaPLeDesign,
+    ZeroMaPLeDesign,
 ]
 
 
