@@ -8,8 +8,8 @@ live model. The front door that uses them is :func:`fpp_init.apply`.
 
 Built-in designs, by short name: ``tpt`` (TPT, C-TPT, O-TPT, DiffTPT, RLCF, MTA, R-TPT),
 ``fpp_reference`` (the FPP reference code), ``dynaprompt``, ``cocoop`` (TPT's CoCoOp path),
-``maple`` (MaPLe / PromptAlign, TAPT's TAPTVLJ), ``zero_maple`` (ZERO's MaPLe path, module ``zero``), each in
-the module of that name (``fpp_init.adapters.tpt.TPTDesign`` ...); refused with their reason
+``maple`` (MaPLe / PromptAlign, TAPT's TAPTVLJ), ``zero_maple`` (ZERO's MaPLe path, module ``zero``),
+``dart`` (one context per class), each in the module of that name (``fpp_init.adapters.tpt.TPTDesign`` ...); refused with their reason
 (``refused``): ``tps``, ``it3a``.
 """
 

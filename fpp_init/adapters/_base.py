@@ -397,6 +397,10 @@ class PromptDesign:
                 FastPathWarning,
                 stacklevel=4,
             )
+        return self.encoder_tower()
+
+    def encoder_tower(self) -> CallableTextTower:
+        """The codebase's own text encoder as a tower (:meth:`encode` on every position; no fast path)."""
         dtype = getattr(self.text_encoder, "dtype", None)
         if not isinstance(dtype, torch.dtype):
             dtype = self.prefix.dtype

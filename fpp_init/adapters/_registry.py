@@ -16,6 +16,7 @@ from torch import nn
 from ..errors import AdapterError
 from ._base import COMMON_MARKS, PromptDesign, describe, signature_text
 from .cocoop import CoCoOpDesign
+from .dart import DARTDesign
 from .dynaprompt import DynaPromptDesign
 from .fpp_reference import FPPReferenceDesign
 from .maple import MaPLeDesign
@@ -37,6 +38,7 @@ _DESIGNS: list[type[PromptDesign]] = [
     CoCoOpDesign,
     MaPLeDesign,
     ZeroMaPLeDesign,
+    DARTDesign,
 ]
 
 
