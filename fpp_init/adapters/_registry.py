@@ -21,6 +21,7 @@ from .dynaprompt import DynaPromptDesign
 from .fpp_reference import FPPReferenceDesign
 from .maple import MaPLeDesign
 from .refused import IT3ALayout, TPSLayout
+from .tca import TCADesign
 from .tpt import TPTDesign
 from .zero import ZeroMaPLeDesign
 
@@ -33,6 +34,7 @@ _DESIGNS: list[type[PromptDesign]] = [
     TPSLayout,
     IT3ALayout,
     TPTDesign,
+    TCADesign,
     FPPReferenceDesign,
     DynaPromptDesign,
     CoCoOpDesign,
