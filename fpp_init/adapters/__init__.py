@@ -11,7 +11,7 @@ TPT on OpenCLIP), ``tca`` (TPT with attribute prompts; lambda counts classes),
 ``fpp_reference`` (the FPP reference code), ``dynaprompt``, ``cocoop`` (TPT's CoCoOp path),
 ``maple`` (MaPLe / PromptAlign, TAPT's TAPTVLJ), ``zero_maple`` (ZERO's MaPLe path, module ``zero``),
 ``dart`` (one context per class), each in the module of that name (``fpp_init.adapters.tpt.TPTDesign`` ...); refused with their reason
-(``refused``): ``tps``, ``it3a``.
+(``refused``): ``tps``, ``it3a``, ``tapt_vli``, ``tapt_v``.
 """
 
 from __future__ import annotations

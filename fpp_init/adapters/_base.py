@@ -282,6 +282,8 @@ class PromptDesign:
     def classnames(self) -> list[str] | None:
         """The class names, one per label (``None`` when the model does not keep them). *Design*."""
         names = getattr(self.learner, "classnames", None)
+        if names is None:
+            names = getattr(self.learner, "class_names", None)  # mariodoebler's OpenCLIP TPT spells it so
         if (
             isinstance(names, (list, tuple))
             and len(names) == self.num_labels
@@ -374,7 +376,9 @@ class PromptDesign:
             return None
         layers = len(getattr(parts["transformer"], "resblocks", ()))
         deep = {i + 1: p for i, p in enumerate(self.deep_prompts()) if i + 1 < layers}
-        return openai_spec(**parts, deep_prompts=deep, deep_start=self.ctx_start)  # type: ignore[arg-type]
+        mask = getattr(enc, "attn_mask", None)  # OpenCLIP keeps the causal mask on the model, not in the blocks
+        mask = mask if isinstance(mask, torch.Tensor) else None
+        return openai_spec(**parts, attn_mask=mask, deep_prompts=deep, deep_start=self.ctx_start)  # type: ignore[arg-type]
 
     def fingerprint(self) -> str:
         """The text tower's fingerprint: equal to ``fingerprint_model`` of the same CLIP weights (deep prompts

@@ -20,7 +20,7 @@ from .dart import DARTDesign
 from .dynaprompt import DynaPromptDesign
 from .fpp_reference import FPPReferenceDesign
 from .maple import MaPLeDesign
-from .refused import IT3ALayout, TPSLayout
+from .refused import IT3ALayout, TAPTVLayout, TAPTVLILayout, TPSLayout
 from .tca import TCADesign
 from .tpt import TPTDesign
 from .zero import ZeroMaPLeDesign
@@ -33,6 +33,8 @@ _WRAPPER_DEPTH = 8
 _DESIGNS: list[type[PromptDesign]] = [
     TPSLayout,
     IT3ALayout,
+    TAPTVLILayout,
+    TAPTVLayout,
     TPTDesign,
     TCADesign,
     FPPReferenceDesign,
