@@ -70,8 +70,9 @@ class FPPHandle:
     Made by :func:`apply` (constructing one installs the prompt; nothing is modified when that fails).
 
     Attributes:
-        design: the short name of the prompt-learner design detected (``"tpt"``, ``"fpp_reference"``,
-            ``"dynaprompt"``, ``"cocoop"``, ``"maple"``, or a registered one).
+        design: the short name of the prompt-learner design detected (``"tpt"``, ``"tca"``,
+            ``"fpp_reference"``, ``"dynaprompt"``, ``"cocoop"``, ``"maple"``, ``"zero_maple"``, ``"dart"``, or a
+            registered one).
         adapter: the :class:`~fpp_init.adapters.PromptDesign` bound to the model.
         prompt: the :class:`~fpp_init.FPPPrompt` installed for the current class set.
         predefined: the original initial ctx ``[n_ctx, D]`` (what FPP stays aligned with).
@@ -289,8 +290,10 @@ def apply(
     ``gen_ctx`` adds the image-dependent meta-net bias to; FPP is pretrained without that
     bias) and MaPLe / PromptAlign (pretrained through the model's text encoder with its deep
     text prompts; call it before ``trainer.tpt()``; a warning is logged because the ctx also
-    feeds the image branch, which FPP ignores), or a design added with
-    :func:`fpp_init.adapters.register_design`. ``.module`` wrappers are unwrapped.
+    feeds the image branch, which FPP ignores), TCA (attribute prompts; ``lambda`` counts classes),
+    ZERO's MaPLe path (the ctx written in place, ZERO's cached text features dropped) and DART (the
+    prompt in every class row of ``text_prompts_a``; call it after ``init_text_prompts``), or a design
+    added with :func:`fpp_init.adapters.register_design`. ``.module`` wrappers are unwrapped.
 
     The prompt is written into ``prompt_learner.ctx`` with ``copy_`` (an optimizer created
     earlier keeps working) and becomes the state ``reset()`` restores. The model's
