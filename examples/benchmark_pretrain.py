@@ -172,7 +172,7 @@ def _hf_features(out: object) -> torch.Tensor:
 
 
 def _hf_embedding(model: torch.nn.Module) -> torch.nn.Module:
-    from fpp_init.towers import hf_text_transformer
+    from fpp_init.towers.hf import hf_text_transformer
 
     return hf_text_transformer(model).embeddings.token_embedding  # type: ignore[union-attr]
 

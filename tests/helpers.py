@@ -141,7 +141,9 @@ class Trace:
 def load_trained(model: nn.Module, seed: int = 1, scale: float = 0.02) -> None:
     """Stand in for loading a trained CoCoOp / MaPLe checkpoint: shift every prompt-learner
     parameter (``load_state_dict(strict=False)``, as the upstream loaders do)."""
-    learner = getattr(model, "prompt_generator", None) or model.prompt_learner
+    learner = getattr(model, "prompt_generator", None) or getattr(model, "prompt_learner", None)
+    if learner is None:  # DART: no prompt learner and nothing trained to load (--load is not read on --myclip)
+        return
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         state = {k: v + scale * torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in learner.named_parameters()}

@@ -39,7 +39,7 @@ def clip3() -> torch.nn.Module:
 
 def own_encoder(design: PromptDesign) -> CallableTextTower:
     """The codebase's own text encoder, called on every position (no fast path)."""
-    dtype = design.learner.token_prefix.dtype
+    dtype = design.prefix.dtype
     return CallableTextTower(
         design.encode, width=design.width, context_length=77, dtype=dtype, device=torch.device("cpu"), fingerprint=str
     )

@@ -217,6 +217,17 @@ def test_data_parallel_wrapper_is_unwrapped(tiny_clip: torch.nn.Module) -> None:
     torch.testing.assert_close(effective_init(model), handle.prompt.ctx, atol=1e-6, rtol=0)
 
 
+def test_data_parallel_text_encoder_is_unwrapped(tiny_clip: torch.nn.Module) -> None:
+    # TCA's --multi_gpu wraps the text encoder itself (on CPU the wrapper just calls the module)
+    model = get_coop(tiny_clip, NAMES_A)
+    model.text_encoder = torch.nn.DataParallel(model.text_encoder)
+    handle = fpp_init.apply(model, **FAST)
+    ref = reference(tiny_clip, NAMES_A)
+    assert handle.design == "tpt" and handle.adapter.text_encoder is model.text_encoder.module
+    torch.testing.assert_close(handle.prompt.ctx, ref.ctx, atol=1e-5, rtol=0)
+    assert handle.prompt.fingerprint == ref.fingerprint
+
+
 def test_given_prompt_is_checked_by_fingerprint_and_installed(tiny_clip: torch.nn.Module, tmp_path: Path) -> None:
     prompt = reference(tiny_clip, NAMES_A)
     model = get_coop(tiny_clip, NAMES_A)

@@ -6,10 +6,12 @@ codebase's own reset restores it. :func:`detect` walks the ordered registry; a n
 module plus :func:`register_design`. Adapters never import ``clip``: everything comes from the
 live model. The front door that uses them is :func:`fpp_init.apply`.
 
-Built-in designs, by short name: ``tpt`` (TPT, C-TPT, O-TPT, DiffTPT, RLCF, MTA, R-TPT),
+Built-in designs, by short name: ``tpt`` (TPT, C-TPT, O-TPT, DiffTPT, RLCF, MTA, R-TPT, A-TPT, TTA-VLM,
+TPT on OpenCLIP), ``tca`` (TPT with attribute prompts; lambda counts classes),
 ``fpp_reference`` (the FPP reference code), ``dynaprompt``, ``cocoop`` (TPT's CoCoOp path),
-``maple`` (MaPLe / PromptAlign), each in the module of that name (``fpp_init.adapters.tpt.TPTDesign``
-...); refused with their reason (``refused``): ``tps``, ``it3a``.
+``maple`` (MaPLe / PromptAlign, TAPT's TAPTVLJ), ``zero_maple`` (ZERO's MaPLe path, module ``zero``),
+``dart`` (one context per class), each in the module of that name (``fpp_init.adapters.tpt.TPTDesign`` ...); refused with their reason
+(``refused``): ``tps``, ``it3a``, ``tapt_vli``, ``tapt_v``.
 """
 
 from __future__ import annotations

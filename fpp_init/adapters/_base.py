@@ -25,7 +25,7 @@ from ..towers import CallableTextTower, CausalTextTower, TextTower, TowerSpec, f
 from ..towers.fingerprint import fingerprint_modules
 from ..towers.openai import TEXT_PARTS
 
-__all__ = ["PromptDesign", "Snapshot", "encoder_call", "describe", "single"]
+__all__ = ["PromptDesign", "Snapshot", "encoder_call", "describe", "single", "text_encoder_of"]
 
 #: attributes shown when describing an object that no design matches (designs add their ``marks``).
 COMMON_MARKS = (
@@ -91,6 +91,16 @@ def describe(obj: object, marks: tuple[str, ...] = COMMON_MARKS) -> str:
     return f"{type(obj).__module__}.{type(obj).__name__} with attributes {found or 'none of the TPT-style ones'}"
 
 
+def text_encoder_of(root: Any) -> Any:
+    """``root.text_encoder``, with ``nn.DataParallel`` / ``DistributedDataParallel`` wrappers stripped (TCA's
+    ``--multi_gpu`` wraps the text encoder itself); ``None`` when there is none."""
+    encoder = getattr(root, "text_encoder", None)
+    for _ in range(8):
+        if isinstance(encoder, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            encoder = encoder.module
+    return encoder
+
+
 class PromptDesign:
     """One prompt-learner design, bound to one live model (``root``, its prompt learner, its text encoder).
 
@@ -119,6 +129,8 @@ class PromptDesign:
     tower_parts: ClassVar[str] = "other CLIP weights"
     #: set on a known layout that is refused: the one-line reason (the design is never built).
     refusal: ClassVar[str | None] = None
+    #: the codebase's method that changes the class set; ``apply`` wraps it to re-install (see :meth:`hook_owner`).
+    hook: ClassVar[str] = "reset_classnames"
 
     # -- recognition ------------------------------------------------------------------------
     @classmethod
@@ -134,7 +146,7 @@ class PromptDesign:
         return (
             learner is not None
             and all(isinstance(getattr(learner, attr, None), torch.Tensor) for attr, _ in cls.required)
-            and encoder_call(getattr(root, "text_encoder", None)) == cls.call
+            and encoder_call(text_encoder_of(root)) == cls.call
         )
 
     def __init__(self, root: Any) -> None:
@@ -149,7 +161,23 @@ class PromptDesign:
     # -- geometry (check_layout made sure of these types) -------------------------------------
     @property
     def text_encoder(self) -> nn.Module:
-        return cast(nn.Module, self.root.text_encoder)
+        """The codebase's text encoder (unwrapped from ``DataParallel``). *Design*."""
+        return cast(nn.Module, text_encoder_of(self.root))
+
+    @property
+    def prefix(self) -> torch.Tensor:
+        """Embeddings before the ctx, ``[C, P, D]``. *Design*."""
+        return cast(torch.Tensor, self.learner.token_prefix)
+
+    @property
+    def suffix(self) -> torch.Tensor:
+        """Embeddings after the ctx (class name, EOS, padding), ``[C, S, D]``. *Design*."""
+        return cast(torch.Tensor, self.learner.token_suffix)
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        """The token ids of the prompts, ``[C, L]`` (EOS at the argmax). *Design*."""
+        return cast(torch.Tensor, self.learner.tokenized_prompts)
 
     @property
     def ctx(self) -> nn.Parameter:
@@ -165,11 +193,18 @@ class PromptDesign:
 
     @property
     def ctx_start(self) -> int:
-        return int(self.learner.token_prefix.shape[-2])
+        return int(self.prefix.shape[-2])
 
     @property
     def num_classes(self) -> int:
-        return int(self.learner.tokenized_prompts.shape[0])
+        """The prompt rows the codebase encodes (one per class in most designs)."""
+        return int(self.tokens.shape[0])
+
+    @property
+    def num_labels(self) -> int:
+        """The classes the model decides between: ``C`` in ``lambda = 1 + 15/C``, and the prompt's ``num_classes``.
+        The prompt rows unless a design encodes several rows per class. *Design*."""
+        return self.num_classes
 
     @property
     def device(self) -> torch.device:
@@ -178,13 +213,18 @@ class PromptDesign:
         the model with ``.cuda()`` only afterwards."""
         for t in self.text_encoder.parameters():
             return t.device
-        return cast(torch.device, self.learner.token_prefix.device)
+        return self.prefix.device
 
     def check_layout(self) -> None:
         """Refuse (clearly) what the design cannot serve; run again whenever the class set changed."""
+        self.check_parts()
+        self.check_geometry()
+
+    def check_parts(self) -> None:
+        """That the parts the design reads are there, with reasons. *Design*: the TPT layout's parts."""
         root, lrn = self.root, self.learner
         found = describe(lrn, COMMON_MARKS + self.marks)
-        if not isinstance(getattr(root, "text_encoder", None), nn.Module):
+        if not isinstance(text_encoder_of(root), nn.Module):
             raise AdapterError(f"found {describe(root)} but no text_encoder module beside the prompt learner")
         if not isinstance(getattr(lrn, "ctx", None), nn.Parameter):
             raise AdapterError(f"found a prompt learner {found} without an nn.Parameter 'ctx'")
@@ -197,6 +237,10 @@ class PromptDesign:
         missing = [a for a in _PROMPT_BUFFERS if not hasattr(lrn, a)]
         if missing:
             raise AdapterError(f"found a prompt learner {found} without {missing}")
+
+    def check_geometry(self) -> None:
+        """That the prompts the design reads fit together (shapes, widths, class token at the end)."""
+        lrn = self.learner
         where = self.where
         position = getattr(lrn, "class_token_position", "end")
         if position != "end":
@@ -208,7 +252,7 @@ class PromptDesign:
             raise AdapterError(f"{where} learns the class token (learned_cls=True); FPP needs real class names")
         if self.ctx.dim() not in (2, 3):
             raise AdapterError(f"{where}.ctx has shape {tuple(self.ctx.shape)}; expected [n_ctx, D]")
-        prefix, suffix, tokens = lrn.token_prefix, lrn.token_suffix, lrn.tokenized_prompts
+        prefix, suffix, tokens = self.prefix, self.suffix, self.tokens
         if prefix.dim() != 3 or suffix.dim() != 3 or tokens.dim() != 2:
             raise AdapterError(
                 f"{where}: token_prefix {tuple(prefix.shape)}, token_suffix {tuple(suffix.shape)} and "
@@ -229,10 +273,13 @@ class PromptDesign:
 
     # -- what the codebase encodes ------------------------------------------------------------
     def classnames(self) -> list[str] | None:
+        """The class names, one per label (``None`` when the model does not keep them). *Design*."""
         names = getattr(self.learner, "classnames", None)
+        if names is None:
+            names = getattr(self.learner, "class_names", None)  # mariodoebler's OpenCLIP TPT spells it so
         if (
             isinstance(names, (list, tuple))
-            and len(names) == self.num_classes
+            and len(names) == self.num_labels
             and all(isinstance(n, str) for n in names)
         ):
             return list(names)
@@ -246,11 +293,10 @@ class PromptDesign:
         return t
 
     def embedded(self) -> EmbeddedPrompts:
-        lrn = self.learner
         return EmbeddedPrompts(
-            prefix=lrn.token_prefix.detach(),
-            suffix=lrn.token_suffix.detach(),
-            eot_pos=lrn.tokenized_prompts.argmax(dim=-1),
+            prefix=self.prefix.detach(),
+            suffix=self.suffix.detach(),
+            eot_pos=self.tokens.argmax(dim=-1),
         )
 
     def prompts_digest(self) -> str:
@@ -284,6 +330,13 @@ class PromptDesign:
             ctx.copy_(state)
         return state
 
+    def hook_owner(self) -> Any:
+        """The object whose :attr:`hook` method ``apply`` wraps: the learner's, else the root's; ``None``: neither."""
+        for owner in (self.learner, self.root):
+            if callable(getattr(owner, self.hook, None)):
+                return owner
+        return None
+
     def snapshot(self) -> Snapshot:
         return Snapshot(self.ctx.detach().clone(), {a: getattr(self.learner, a) for a in self.replaced})
 
@@ -316,7 +369,9 @@ class PromptDesign:
             return None
         layers = len(getattr(parts["transformer"], "resblocks", ()))
         deep = {i + 1: p for i, p in enumerate(self.deep_prompts()) if i + 1 < layers}
-        return openai_spec(**parts, deep_prompts=deep, deep_start=self.ctx_start)
+        mask = getattr(enc, "attn_mask", None)  # OpenCLIP keeps the causal mask on the model, not in the blocks
+        mask = mask if isinstance(mask, torch.Tensor) else None
+        return openai_spec(**parts, attn_mask=mask, deep_prompts=deep, deep_start=self.ctx_start)
 
     def fingerprint(self) -> str:
         """The text tower's fingerprint: equal to ``fingerprint_model`` of the same CLIP weights (deep prompts
@@ -339,13 +394,17 @@ class PromptDesign:
                 FastPathWarning,
                 stacklevel=4,
             )
+        return self.encoder_tower()
+
+    def encoder_tower(self) -> CallableTextTower:
+        """The codebase's own text encoder as a tower (:meth:`encode` on every position; no fast path)."""
         dtype = getattr(self.text_encoder, "dtype", None)
         if not isinstance(dtype, torch.dtype):
-            dtype = self.learner.token_prefix.dtype
+            dtype = self.prefix.dtype
         return CallableTextTower(
             self.encode,
             width=self.width,
-            context_length=int(self.learner.tokenized_prompts.shape[-1]),
+            context_length=int(self.tokens.shape[-1]),
             dtype=dtype,
             device=self.device,
             fingerprint=self.fingerprint,
@@ -357,7 +416,7 @@ class PromptDesign:
         n = min(2, p.num_classes)
         ctx = self.current_init().to(p.prefix.device, p.prefix.dtype)
         x = EmbeddedPrompts(p.prefix[:n], p.suffix[:n], p.eot_pos[:n]).assemble(ctx).to(self.device)
-        tokens = self.learner.tokenized_prompts[:n].to(self.device)
+        tokens = self.tokens[:n].to(self.device)
         with torch.no_grad():
             ref = self.encode(x.to(tower.dtype), tokens).float()
             got = tower.encode(x, p.eot_pos[:n]).float()

@@ -16,11 +16,14 @@ from torch import nn
 from ..errors import AdapterError
 from ._base import COMMON_MARKS, PromptDesign, describe, signature_text
 from .cocoop import CoCoOpDesign
+from .dart import DARTDesign
 from .dynaprompt import DynaPromptDesign
 from .fpp_reference import FPPReferenceDesign
 from .maple import MaPLeDesign
-from .refused import IT3ALayout, TPSLayout
+from .refused import IT3ALayout, TAPTVLayout, TAPTVLILayout, TPSLayout
+from .tca import TCADesign
 from .tpt import TPTDesign
+from .zero import ZeroMaPLeDesign
 
 __all__ = ["register_design", "registered_designs", "detect", "unwrap"]
 
@@ -30,11 +33,16 @@ _WRAPPER_DEPTH = 8
 _DESIGNS: list[type[PromptDesign]] = [
     TPSLayout,
     IT3ALayout,
+    TAPTVLILayout,
+    TAPTVLayout,
     TPTDesign,
+    TCADesign,
     FPPReferenceDesign,
     DynaPromptDesign,
     CoCoOpDesign,
     MaPLeDesign,
+    ZeroMaPLeDesign,
+    DARTDesign,
 ]
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import AdapterError
-from ._base import PromptDesign, describe, encoder_call, single
+from ._base import PromptDesign, describe, encoder_call, single, text_encoder_of
 
 __all__ = ["MaPLeDesign", "MAPLE_WARNING"]
 
@@ -51,7 +51,7 @@ class MaPLeDesign(PromptDesign):
                 f"found a MaPLe-style prompt learner {describe(learner, cls.marks)} whose compound_prompts_text is "
                 f"{type(deep).__name__}, not a list of tensors"
             )
-        encoder = getattr(root, "text_encoder", None)
+        encoder = text_encoder_of(root)
         if encoder_call(encoder) != cls.call:
             raise AdapterError(
                 f"found a MaPLe-style prompt learner (compound_prompts_text) but the text encoder "

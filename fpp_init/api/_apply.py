@@ -34,11 +34,11 @@ logger = logging.getLogger(__name__)
 __all__ = ["apply", "FPPHandle", "ApplyRequest"]
 
 _STATE_ATTR = "_fpp_init_state"
-_HOOKED = "reset_classnames"
 
 
 class _ResetHook:
-    """Instance-level wrapper of ``reset_classnames``: call the original, then refresh the installation.
+    """Instance-level wrapper of the design's class-set method (``reset_classnames``, or the design's
+    :attr:`~fpp_init.adapters.PromptDesign.hook`): call the original, then refresh the installation.
 
     A callable object (not a closure) so that ``copy.deepcopy(model)`` gives the copy its own hook.
     """
@@ -72,8 +72,9 @@ class FPPHandle:
     Made by :func:`apply` (constructing one installs the prompt; nothing is modified when that fails).
 
     Attributes:
-        design: the short name of the prompt-learner design detected (``"tpt"``, ``"fpp_reference"``,
-            ``"dynaprompt"``, ``"cocoop"``, ``"maple"``, or a registered one).
+        design: the short name of the prompt-learner design detected (``"tpt"``, ``"tca"``,
+            ``"fpp_reference"``, ``"dynaprompt"``, ``"cocoop"``, ``"maple"``, ``"zero_maple"``, ``"dart"``, or a
+            registered one).
         adapter: the :class:`~fpp_init.adapters.PromptDesign` bound to the model.
         prompt: the :class:`~fpp_init.FPPPrompt` installed for the current class set.
         predefined: the original initial ctx ``[n_ctx, D]`` (what FPP stays aligned with).
@@ -128,15 +129,15 @@ class FPPHandle:
 
     def remove(self) -> None:
         """Restore the original ctx, what the design replaced (``ctx_init_state``, ``init_ctx``) and
-        ``reset_classnames``."""
+        ``reset_classnames`` (or the design's class-set method)."""
         if not self.active:
             return
         adapter = self.adapter
         if self._snapshot is not None:
             adapter.restore(self._snapshot)
         owner = self._hook_owner
-        if owner is not None and owner.__dict__.get(_HOOKED) is self._hook:
-            del owner.__dict__[_HOOKED]
+        if owner is not None and owner.__dict__.get(adapter.hook) is self._hook:
+            del owner.__dict__[adapter.hook]
         adapter.learner.__dict__.pop(_STATE_ATTR, None)
         self._hook = self._hook_owner = None
         self.active = False
@@ -199,8 +200,9 @@ class FPPHandle:
         adapter = self.adapter
         cfg = self._request.config
         layout = f"live:{adapter.name}:{adapter.ctx_start}:{adapter.prompts_digest()}"  # what the class set embeds
+        labels = adapter.num_labels  # C of lambda = 1 + 15/C: classes, which may differ from the prompt rows
         identity = RunIdentity(
-            self._tower_fingerprint(), adapter.classnames(), adapter.num_classes, layout, self.predefined, None, cfg
+            self._tower_fingerprint(), adapter.classnames(), labels, layout, self.predefined, None, cfg
         )
         key = identity.key
         if key in self._memo:
@@ -213,18 +215,22 @@ class FPPHandle:
             self._memo[key] = hit
             return hit
         logger.info(
-            "pretraining FPP on the live model: %d classes, n_ctx %d, %d steps",
+            "pretraining FPP on the live model: %d classes (%d prompts), n_ctx %d, %d steps",
+            labels,
             adapter.num_classes,
             adapter.n_ctx,
             cfg.steps,
         )
         device = self._request.device or adapter.device
+        run_cfg = cfg  # the algorithm counts prompt rows; the weight follows the classes when they differ
+        if cfg.flat_weight is None and labels != adapter.num_classes:
+            run_cfg = cfg.replace(flat_weight=cfg.resolved_flat_weight(labels))
         with frozen([adapter.text_encoder]), cpu_threads(cfg.threads, device):
             result = optimize_flat_prompt(
                 adapter.tower(),
                 adapter.embedded(),
                 self.predefined,
-                cfg,
+                run_cfg,
                 device=device,
                 progress=self._request.progress,
             )
@@ -235,7 +241,7 @@ class FPPHandle:
             template=adapter.template(),
             classnames=adapter.classnames(),
             class_agnostic=False,
-            num_classes=adapter.num_classes,
+            num_classes=labels,
             fingerprint=identity.fingerprint,
         )
         self._memo[key] = prompt
@@ -251,13 +257,12 @@ class FPPHandle:
 
     def _attach(self) -> None:
         adapter = self.adapter
-        lrn, root = adapter.learner, adapter.root
-        owner = lrn if hasattr(lrn, _HOOKED) else root if hasattr(root, _HOOKED) else None
+        owner = adapter.hook_owner()
         if owner is not None:
-            self._hook = _ResetHook(self, getattr(owner, _HOOKED))
+            self._hook = _ResetHook(self, getattr(owner, adapter.hook))
             self._hook_owner = owner
-            object.__setattr__(owner, _HOOKED, self._hook)
-        object.__setattr__(lrn, _STATE_ATTR, self)
+            object.__setattr__(owner, adapter.hook, self._hook)
+        object.__setattr__(adapter.learner, _STATE_ATTR, self)
         self.active = True
 
 
@@ -287,8 +292,10 @@ def apply(
     ``gen_ctx`` adds the image-dependent meta-net bias to; FPP is pretrained without that
     bias) and MaPLe / PromptAlign (pretrained through the model's text encoder with its deep
     text prompts; call it before ``trainer.tpt()``; a warning is logged because the ctx also
-    feeds the image branch, which FPP ignores), or a design added with
-    :func:`fpp_init.adapters.register_design`. ``.module`` wrappers are unwrapped.
+    feeds the image branch, which FPP ignores), TCA (attribute prompts; ``lambda`` counts classes),
+    ZERO's MaPLe path (the ctx written in place, ZERO's cached text features dropped) and DART (the
+    prompt in every class row of ``text_prompts_a``; call it after ``init_text_prompts``), or a design
+    added with :func:`fpp_init.adapters.register_design`. ``.module`` wrappers are unwrapped.
 
     The prompt is written into ``prompt_learner.ctx`` with ``copy_`` (an optimizer created
     earlier keeps working) and becomes the state ``reset()`` restores. The model's
