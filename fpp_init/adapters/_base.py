@@ -277,6 +277,10 @@ class PromptDesign:
         names = getattr(self.learner, "classnames", None)
         if names is None:
             names = getattr(self.learner, "class_names", None)  # mariodoebler's OpenCLIP TPT spells it so
+        return self.label_names(names)
+
+    def label_names(self, names: Any) -> list[str] | None:
+        """``names`` as the class names of this model: a list of strings, one per label, else ``None``."""
         if (
             isinstance(names, (list, tuple))
             and len(names) == self.num_labels

@@ -151,14 +151,7 @@ class DARTDesign(PromptDesign):
             )
 
     def classnames(self) -> list[str] | None:
-        names = getattr(self.root, "classnames", None)
-        if (
-            isinstance(names, (list, tuple))
-            and len(names) == self.num_labels
-            and all(isinstance(n, str) for n in names)
-        ):
-            return list(names)
-        return None
+        return self.label_names(getattr(self.root, "classnames", None))
 
     def template(self) -> str | None:
         return None  # the words are DART's ctx_init as its (bugged or fixed) parsing tokenised them: read, not known

@@ -20,7 +20,16 @@ from ._base import PromptDesign
 __all__ = ["TPSLayout", "IT3ALayout", "TAPTVLILayout", "TAPTVLayout"]
 
 
-class TPSLayout(PromptDesign):
+class _MarkedLayout(PromptDesign):
+    """A refused layout recognised by any of its ``marks`` on the prompt learner."""
+
+    @classmethod
+    def matches(cls, root: Any) -> bool:
+        learner = cls.learner_of(root)
+        return any(hasattr(learner, a) for a in cls.marks)
+
+
+class TPSLayout(_MarkedLayout):
     name = "tps"
     description = "TPS's ProtoTextPromptLearner (refused)"
     marks = ("class_token_prefix", "concept_token_prefix")
@@ -29,13 +38,8 @@ class TPSLayout(PromptDesign):
         "fpp_init.apply (TPS shifts class prototypes; its prompt layout differs from TPT's)"
     )
 
-    @classmethod
-    def matches(cls, root: Any) -> bool:
-        learner = cls.learner_of(root)
-        return any(hasattr(learner, a) for a in cls.marks)
 
-
-class IT3ALayout(PromptDesign):
+class IT3ALayout(_MarkedLayout):
     name = "it3a"
     description = "DiffTPT's IT3A prompt learner with several prompts (refused)"
     marks = ("ctx_list", "ctx_init_state_list")
@@ -44,11 +48,6 @@ class IT3ALayout(PromptDesign):
         "variant): not supported; fpp_init.apply installs one prompt per model. Use the main "
         "DiffTPT script (tpt_classification.py), which has a single ctx"
     )
-
-    @classmethod
-    def matches(cls, root: Any) -> bool:
-        learner = cls.learner_of(root)
-        return any(hasattr(learner, a) for a in cls.marks)
 
 
 class TAPTVLILayout(PromptDesign):

@@ -110,14 +110,7 @@ class ZeroMaPLeDesign(MaPLeDesign):
             )
 
     def classnames(self) -> list[str] | None:
-        names = getattr(self.wrapper, "classnames", None)
-        if (
-            isinstance(names, (list, tuple))
-            and len(names) == self.num_labels
-            and all(isinstance(n, str) for n in names)
-        ):
-            return list(names)
-        return None
+        return self.label_names(getattr(self.wrapper, "classnames", None))
 
     def deep_prompts(self) -> list[torch.Tensor]:
         # ZERO's ResidualAttentionBlock_MaPLe inserts deep text prompt i as deep[i].half(): the tower sees them so
