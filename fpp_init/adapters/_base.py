@@ -25,7 +25,7 @@ from ..towers import CallableTextTower, CausalTextTower, TextTower, TowerSpec, f
 from ..towers.fingerprint import fingerprint_modules
 from ..towers.openai import TEXT_PARTS
 
-__all__ = ["PromptDesign", "Snapshot", "encoder_call", "describe", "single", "text_encoder_of"]
+__all__ = ["PromptDesign", "Snapshot", "encoder_call", "describe", "features_agree", "single", "text_encoder_of"]
 
 #: attributes shown when describing an object that no design matches (designs add their ``marks``).
 COMMON_MARKS = (
@@ -50,11 +50,12 @@ class Snapshot:
 
 
 def single(t: torch.Tensor, what: str) -> torch.Tensor:
-    """``[n_ctx, D]`` from a 2-D tensor or a 3-D stack of identical copies."""
-    if t.dim() == 2:
-        return t
+    """``[n_ctx, D]`` from a 2-D tensor or a 3-D stack of identical copies, as a detached fp32 CPU copy."""
+    t = t.detach()
     if t.dim() == 3 and t.shape[0] >= 1 and bool((t == t[:1]).all()):
-        return t[0]
+        t = t[0]
+    if t.dim() == 2:
+        return t.float().cpu().clone()
     raise AdapterError(
         f"{what} has shape {tuple(t.shape)}: several different prompts per model are not supported "
         "(fpp_init.apply installs one [n_ctx, D] prompt)"
@@ -76,6 +77,15 @@ def encoder_call(encoder: object) -> str | None:
     if any("compound" in n for n in names):
         return "compound"
     return "plain" if len(names) >= 2 else None
+
+
+def features_agree(ref: torch.Tensor, got: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether a tower's features ``got`` are the live encoder's ``ref``: same shape, max abs difference within
+    1e-4 (1e-2 in fp16) of ``ref``'s largest magnitude."""
+    ref, got = ref.float(), got.float()
+    scale = float(ref.abs().max()) or 1.0
+    tol = 1e-2 if dtype == torch.float16 else 1e-4
+    return ref.shape == got.shape and float((ref - got).abs().max()) <= tol * scale
 
 
 def signature_text(encoder: object) -> str:
@@ -317,7 +327,7 @@ class PromptDesign:
     # -- the prompt ---------------------------------------------------------------------------
     def current_init(self) -> torch.Tensor:
         """The effective initial prompt now, ``[n_ctx, D]`` fp32 CPU: what the codebase's reset restores. *Design*."""
-        return single(self.learner.ctx_init_state.detach(), "prompt_learner.ctx_init_state").float().cpu().clone()
+        return single(self.learner.ctx_init_state, "prompt_learner.ctx_init_state")
 
     def install(self, prompt_ctx: torch.Tensor) -> None:
         """Make ``prompt_ctx`` ``[n_ctx, D]`` the state the codebase's reset restores, in place. *Design*.
@@ -422,8 +432,6 @@ class PromptDesign:
         x = EmbeddedPrompts(p.prefix[:n], p.suffix[:n], p.eot_pos[:n]).assemble(ctx).to(self.device)
         tokens = self.tokens[:n].to(self.device)
         with torch.no_grad():
-            ref = self.encode(x.to(tower.dtype), tokens).float()
-            got = tower.encode(x, p.eot_pos[:n]).float()
-        scale = float(ref.abs().max()) or 1.0
-        tol = 1e-2 if tower.dtype == torch.float16 else 1e-4
-        return ref.shape == got.shape and float((ref - got).abs().max()) <= tol * scale
+            ref = self.encode(x.to(tower.dtype), tokens)
+            got = tower.encode(x, p.eot_pos[:n])
+        return features_agree(ref, got, tower.dtype)

@@ -27,7 +27,7 @@ class CoCoOpDesign(PromptDesign):
         return None  # TPT's --cocoop always loads a trained ctx: not the template's words
 
     def current_init(self) -> torch.Tensor:
-        return single(self.ctx.detach(), "prompt_generator.ctx").float().cpu().clone()
+        return single(self.ctx, "prompt_generator.ctx")
 
     def install(self, prompt_ctx: torch.Tensor) -> None:
         self.write_ctx(prompt_ctx)

@@ -36,7 +36,7 @@ from torch import nn
 from ..errors import AdapterError
 from ..towers import CausalTextTower, TextTower
 from ..towers._base import attr_as
-from ._base import PromptDesign, Snapshot, describe, single
+from ._base import PromptDesign, Snapshot, describe, features_agree, single
 
 __all__ = ["DARTDesign"]
 
@@ -157,7 +157,7 @@ class DARTDesign(PromptDesign):
         return None  # the words are DART's ctx_init as its (bugged or fixed) parsing tokenised them: read, not known
 
     def current_init(self) -> torch.Tensor:
-        return single(self.root.text_prompts_a_init.detach(), "text_prompts_a_init").float().cpu().clone()
+        return single(self.root.text_prompts_a_init, "text_prompts_a_init")
 
     # -- the tower, checked against DART's own get_text_features -----------------------------------
     def tower(self) -> TextTower:
@@ -174,11 +174,9 @@ class DARTDesign(PromptDesign):
         root = self.root
         x = torch.cat([self.prefix, root.text_prompts_a, self.suffix], dim=1).detach().to(self.device)
         with torch.no_grad():
-            ref = root.get_text_features().float()
-            got = tower.encode(x.to(tower.dtype), self.embedded().eot_pos).float()
-        scale = float(ref.abs().max()) or 1.0
-        tol = 1e-2 if tower.dtype == torch.float16 else 1e-4
-        return ref.shape == got.shape and float((ref - got).abs().max()) <= tol * scale
+            ref = root.get_text_features()
+            got = tower.encode(x.to(tower.dtype), self.embedded().eot_pos)
+        return features_agree(ref, got, tower.dtype)
 
     # -- install and undo, per class set ----------------------------------------------------------
     def install(self, prompt_ctx: torch.Tensor) -> None:

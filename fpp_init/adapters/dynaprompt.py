@@ -34,11 +34,11 @@ class DynaPromptDesign(TPTDesign):
             raise AdapterError(f"{self.where}: init_ctx width differs from ctx width")
 
     def _residual(self) -> torch.Tensor:
-        return single(self.learner.ctx_init_state.detach(), "prompt_learner.ctx_init_state").float().cpu()
+        return single(self.learner.ctx_init_state, "prompt_learner.ctx_init_state")
 
     def current_init(self) -> torch.Tensor:
         init: torch.Tensor = self.learner.init_ctx
-        return (init.detach().float().cpu() + self._residual()).clone()
+        return init.detach().float().cpu() + self._residual()
 
     def install(self, prompt_ctx: torch.Tensor) -> None:
         init = self.learner.init_ctx

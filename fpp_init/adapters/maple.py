@@ -65,7 +65,7 @@ class MaPLeDesign(PromptDesign):
     def current_init(self) -> torch.Tensor:
         # ctx itself, not ctx_init_state: loading the trained checkpoint updates only ctx, and
         # trainer.tpt() snapshots it with set_prompt_inits() before tuning
-        return single(self.ctx.detach(), "prompt_learner.ctx").float().cpu().clone()
+        return single(self.ctx, "prompt_learner.ctx")
 
     def deep_prompts(self) -> list[torch.Tensor]:
         # fixed while FPP pretrains: detached, no gradient leaks into them

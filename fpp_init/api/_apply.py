@@ -201,13 +201,11 @@ class FPPHandle:
         cfg = self._request.config
         layout = f"live:{adapter.name}:{adapter.ctx_start}:{adapter.prompts_digest()}"  # what the class set embeds
         labels = adapter.num_labels  # C of lambda = 1 + 15/C: classes, which may differ from the prompt rows
-        identity = RunIdentity(
-            self._tower_fingerprint(), adapter.classnames(), labels, layout, self.predefined, None, cfg
-        )
+        names = adapter.classnames()
+        identity = RunIdentity(self._tower_fingerprint(), names, labels, layout, self.predefined, None, cfg)
         key = identity.key
         if key in self._memo:
             return self._memo[key]
-        names = adapter.classnames()
         if names is not None:  # the codebase's own label set: warned about, not refused
             check_classnames(names, "the model's class names", repeats="warn")
         hit = self._request.cache.lookup(identity) if self._request.cache is not None else None
@@ -239,7 +237,7 @@ class FPPHandle:
             cfg,
             backbone=infer_backbone(getattr(adapter.root, "image_encoder", None)),
             template=adapter.template(),
-            classnames=adapter.classnames(),
+            classnames=names,
             class_agnostic=False,
             num_classes=labels,
             fingerprint=identity.fingerprint,
