@@ -12,8 +12,6 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from ._deps import require
 from ._io import atomic_write_bytes, check_writable_file
 from ._validate import check_int, check_path, check_str
@@ -78,7 +76,7 @@ def plot_reliability(bins: Any, *, title: str | None = None, path: str | os.Path
     gap_t = bins.gap.nan_to_num(0.0)
     ece_pct = 100.0 * float((bins.count.double() * gap_t).sum() / max(bins.total, 1))
     ax.bar(lower, acc_t.tolist(), width=width, align="edge", color="tab:blue", edgecolor="black", label="accuracy")
-    gap_bottom = torch.minimum(acc_t, conf_t).tolist()
+    gap_bottom = acc_t.minimum(conf_t).tolist()
     gap = gap_t.tolist()
     ax.bar(lower, gap, bottom=gap_bottom, width=width, align="edge", color="tab:red", alpha=0.4, label="gap")
     ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
