@@ -18,6 +18,8 @@ from typing import Any
 
 from mkdocs.structure.files import File, Files
 
+from fpp_init.config import field_flag
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 INTEGRATION_PAGE = "integration.md"
@@ -83,15 +85,13 @@ def on_files(files: Files, config: Any) -> Files:
 # -- tables from definitions ----------------------------------------------------------------------
 def _fields_table(path: str) -> str:
     """The table of a config dataclass: each row from the field's one definition, the flag named as the
-    CLI names it (``fpp_init.cli._common.add_field_flags``)."""
+    CLI names it (``fpp_init.config.field_flag``)."""
     module, _, name = path.rpartition(".")
     cls = getattr(importlib.import_module(module), name)
     rows = ["| field | CLI flag | default | what it does |", "|---|---|---|---|"]
     for f in dataclasses.fields(cls):
         meta = f.metadata
-        flag = meta.get("flag", "--" + f.name.replace("_", "-"))
-        if flag is not None and "negative" in meta:
-            flag = "--no-" + flag[2:]
+        flag = field_flag(f)
         default = meta.get("default_text") or f"`{f.default!r}`"
         text = meta["help"] + (f" (the flag: {meta['negative']})" if "negative" in meta else "")
         cell = text.replace("|", "\\|")

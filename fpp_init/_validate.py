@@ -218,15 +218,14 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def check_device_name(value: Any, name: str = "device", *, available: Sequence[str] | None = None) -> str:
+def check_device_name(value: Any, name: str = "device") -> str:
     """A device name torch can parse (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``), checked without torch;
-    whether the device exists here is :func:`check_device`'s question (it passes the ``available`` ones)."""
+    whether the device exists here is :func:`check_device`'s question."""
     text = value.strip() if isinstance(value, str) else None
     kind, _, index = (text or "").partition(":")
     known = kind in const.DEVICE_TYPES or (kind.isidentifier() and _device_plugins())
     if text is None or not known or (index and not index.isdigit()) or text.endswith(":"):
-        use = f"one of {list(available)}" if available is not None else "'cpu', 'cuda', 'cuda:N' or 'mps'"
-        raise ConfigError(f"{name} {value!r} is not a device name; use {use}", param=name)
+        raise ConfigError(f"{name} {value!r} is not a device name; use 'cpu', 'cuda', 'cuda:N' or 'mps'", param=name)
     return text
 
 
@@ -376,21 +375,23 @@ def is_prompt_path(text: str) -> bool:
     return text.endswith((const.SUFFIX, ".pt", ".pth")) or os.path.isfile(text)
 
 
-def check_prompt_path(value: Any, name: str = "source") -> Path:
+def check_prompt_path(value: Any, name: str = "source", *, readable: bool = True) -> Path:
     """The local prompt file ``value`` names: it must be a regular, readable file (:class:`PromptFileError`;
-    a missing ``OWNER/REPO/FILE`` gets the ``hf://`` spelling as a hint). Read nothing, import nothing."""
+    a missing ``OWNER/REPO/FILE`` gets the ``hf://`` spelling as a hint). Read nothing, import nothing.
+    ``readable=False`` leaves the open-to-check to a caller that reads the file at once (same messages)."""
     path = check_path(value, name)
     text = os.fspath(value)
     if (
-        path_stat(path, what="prompt file", error=PromptFileError) is None
-        and isinstance(value, str)
+        isinstance(value, str)
         and text.count("/") >= 1
         and ":" not in text
         and not text.startswith((".", "/", "~"))
+        and path_stat(path, what="prompt file", error=PromptFileError) is None
     ):
         hint = f"hf://{text}" if text.count("/") >= 2 else f"load_fpp_prompt({text!r}, 'FILE.safetensors')"
         raise PromptFileError(f"prompt file not found: {text!r}. For a Hugging Face Hub file use {hint}")
-    check_readable_file(path, what="prompt file", error=PromptFileError)
+    if readable:
+        check_readable_file(path, what="prompt file", error=PromptFileError)
     return path
 
 
@@ -434,7 +435,6 @@ def check_classnames(
     *,
     repeats: Repeats = "refuse",
     where: Sequence[str] | None = None,
-    empty_hint: str = " (or use class_agnostic=True)",
 ) -> list[str]:
     """A non-empty list (or tuple) of non-blank strings, each class named once.
 
@@ -452,7 +452,7 @@ def check_classnames(
         )
     names = list(value)
     if not names:
-        raise ClassNameError(f"{name} is empty; pass at least one class name{empty_hint}")
+        raise ClassNameError(f"{name} is empty; pass at least one class name (or use class_agnostic=True)")
     if len(names) > const.MAX_NUM_CLASSES:
         raise ClassNameError(f"{name} has {len(names)} entries; at most {const.MAX_NUM_CLASSES} are supported")
     for i, item in enumerate(names):

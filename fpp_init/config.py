@@ -5,16 +5,17 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from . import constants as const
 from ._validate import check_bool, check_choice, check_float, check_int
 from .errors import ConfigError
 
-__all__ = ["FPPConfig", "SharpnessConfig", "as_config", "option", "describe_fields"]
+__all__ = ["FPPConfig", "SharpnessConfig", "as_config", "option", "field_flag", "describe_fields"]
 
 InitMode = Literal["random", "predefined"]
 Autocast = Literal["auto", "off", "fp16", "bf16"]
+DirectionNorm = Literal["noise", "filter"]
 
 #: Fields that change only speed or memory, never the result; left out of cache keys and checks.
 EXECUTION_FIELDS = frozenset({"chunk_classes", "share_prefix", "autocast", "threads", "dist_timeout"})
@@ -31,6 +32,15 @@ def option(default: Any, help: str, **cli: Any) -> Any:
     ``None`` default reads).
     """
     return dataclasses.field(default=default, metadata={"help": help, **cli})
+
+
+def field_flag(f: dataclasses.Field[Any]) -> str | None:
+    """The CLI flag of a config field, as the command line spells it (``min_lr`` -> ``--min-lr``, a
+    ``negative`` field -> ``--no-share-prefix``); ``None`` for a field without a flag."""
+    name: str | None = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+    if name is not None and "negative" in f.metadata:
+        return "--no-" + name[2:]
+    return name
 
 
 @dataclass(frozen=True)
@@ -64,7 +74,7 @@ class FPPConfig:
     init: InitMode = option(
         "random",
         "start point: random (N(0, init_std^2)) or predefined (the template's own embeddings)",
-        choices=("random", "predefined"),
+        choices=get_args(InitMode),
     )
     init_std: float = option(const.DEFAULT_INIT_STD, "std of the random start", metavar="X")
     seed: int = option(
@@ -86,7 +96,7 @@ class FPPConfig:
         "auto",
         "auto (fp16 autocast on CUDA for fp32 towers, off elsewhere), off, fp16 or bf16; the ctx master copy and "
         "the losses stay fp32, and off gives results equal to the straightforward full-length computation",
-        choices=("auto", "off", "fp16", "bf16"),
+        choices=get_args(Autocast),
     )
     threads: int | None = option(
         None,
@@ -114,9 +124,9 @@ class FPPConfig:
             raise ConfigError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})", param="min_lr")
         if self.flat_weight is not None:
             check_float(self.flat_weight, "flat_weight", min=0.0)
-        check_choice(self.init, "init", ("random", "predefined"))
+        check_choice(self.init, "init", get_args(InitMode))
         check_bool(self.share_prefix, "share_prefix")
-        check_choice(self.autocast, "autocast", ("auto", "off", "fp16", "bf16"))
+        check_choice(self.autocast, "autocast", get_args(Autocast))
         if self.threads is not None:
             check_int(self.threads, "threads", min=1, max=4096)
         check_float(self.dist_timeout, "dist_timeout", positive=True, max=const.MAX_DIST_TIMEOUT)
@@ -205,13 +215,13 @@ class SharpnessConfig:
     span: float = option(1.0, "half-width of the landscape slices, in unit steps (see direction_norm)", metavar="X")
     points: int = option(21, "points of the 1-D slice", metavar="N")
     points2d: int = option(11, "points per axis of the 2-D slice, 0 for none", metavar="N")
-    direction_norm: Literal["filter", "noise"] = option(
+    direction_norm: DirectionNorm = option(
         "noise",
         "size of a unit step along a landscape direction: noise (FPP's ctx-noise size ctx_noise x sqrt(D), the "
         "same for every prompt, so the slices measure what the noise-scale curve measures) or filter (the norm "
         "of the prompt's own ctx row, Li et al.'s filter normalisation: a prompt with longer rows takes longer "
         "steps)",
-        choices=("noise", "filter"),
+        choices=get_args(DirectionNorm),
     )
 
     def __post_init__(self) -> None:
@@ -225,7 +235,7 @@ class SharpnessConfig:
         check_float(self.span, "span", positive=True)
         check_int(self.points, "points", min=1, max=10_000)
         check_int(self.points2d, "points2d", min=0, max=1_000)
-        check_choice(self.direction_norm, "direction_norm", ("noise", "filter"))
+        check_choice(self.direction_norm, "direction_norm", get_args(DirectionNorm))
 
     def replace(self, **changes: Any) -> SharpnessConfig:
         """A copy with some fields changed (validated); unknown names raise :class:`ConfigError`."""

@@ -139,7 +139,7 @@ def test_cli_says_it_resumes_and_ends_with_a_summary(
 def test_losses_beside_the_bar_refresh_by_time(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [100.0]
     monkeypatch.setattr(optimizer_module.time, "monotonic", lambda: now[0])
-    clock = optimizer_module._Clock(10**9, 0)  # steps // 100 was 10**7 steps between refreshes
+    clock = optimizer_module._Clock(10**9)  # steps // 100 was 10**7 steps between refreshes
     assert clock.show_losses(1)
     assert not clock.show_losses(2)
     now[0] += 0.6

@@ -299,8 +299,8 @@ class _Clock:
     ESTIMATE_AFTER = 3  # steps timed before estimating (after the first one, which warms up)
     WARN_ABOVE_S = 3600.0  # a long run that ends within the hour is not worth a warning
 
-    def __init__(self, steps: int, first: int) -> None:
-        self.steps, self.first = steps, first
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
         self.next_show = 0.0
         self.started: float | None = None
         self.estimated = steps <= const.LONG_RUN_STEPS
@@ -388,7 +388,7 @@ def optimize_flat_prompt(
     # the bar counts every step of the run, so a resumed run shows where it stands (141/1500, not 0/1359)
     desc = f"FPP (resumed after step {first})" if first else "FPP"
     bar = tqdm(total=config.steps, initial=first, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
-    clock = _Clock(config.steps, first)
+    clock = _Clock(config.steps)
     try:
         for step in range(first, config.steps):
             totals = run.step()

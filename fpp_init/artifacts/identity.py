@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -37,7 +38,7 @@ class RunIdentity:
     init_ctx: torch.Tensor | None
     config: FPPConfig
 
-    @property
+    @cached_property  # read several times per run (cache lookup and store, checkpoint, ranks); hashed once
     def key(self) -> str:
         payload = {
             "format": const.FORMAT_VERSION,

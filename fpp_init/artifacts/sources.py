@@ -68,7 +68,7 @@ def resolve_path(
         raise HubError(
             f"revision={access.revision!r} applies only to Hub sources, not to the local path {os.fspath(source)!r}"
         )
-    return check_prompt_path(source, "source")
+    return check_prompt_path(source, "source", readable=False)  # read_prompt_file opens it (same messages)
 
 
 def read_source(

@@ -14,7 +14,7 @@ from typing import Any
 from .. import constants as const
 from .._io import path_stat, read_toml
 from .._validate import check_device_name, check_model_reference, check_prompt_path, read_classnames
-from ..config import FPPConfig
+from ..config import FPPConfig, field_flag
 from ..errors import ConfigError, ModelLoadError
 
 __all__ = [
@@ -88,12 +88,12 @@ def add_field_flags(group: Any, cls: type) -> None:
     (``None``) so that a config file and the flags combine, flags winning."""
     for f in dataclasses.fields(cls):
         meta = f.metadata
-        name = meta.get("flag", flag(f.name))
+        name = field_flag(f)
         if name is None:
             continue
         if "negative" in meta:  # a field that is on by default: the flag turns it off
             group.add_argument(
-                "--no-" + name[2:], dest=f.name, action="store_const", const=False, default=None, help=meta["negative"]
+                name, dest=f.name, action="store_const", const=False, default=None, help=meta["negative"]
             )
             continue
         text = f"{meta['help']} (default {meta.get('default_text') or _shown(f.default)})"
