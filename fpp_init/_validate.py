@@ -54,6 +54,7 @@ __all__ = [
     "check_ctx",
     "check_classnames",
     "read_classnames",
+    "ReadNames",
     "check_template",
     "available_devices",
     "default_device",
@@ -460,9 +461,15 @@ def check_classnames(
             raise ClassNameError(f"{name}[{i}] is {type(item).__name__} ({item!r}), not a string")
         if not item.strip():
             raise ClassNameError(f"{name}[{i}] is empty or blank")
-    if repeats != "allow":
+    if repeats != "allow" and not isinstance(value, ReadNames):
         _check_repeats(names, name, repeats, where)
     return names
+
+
+class ReadNames(list[str]):
+    """Class names :func:`read_classnames` has checked, repeats included (in the file's words, with its line
+    numbers): passed on to an entry point, they are not warned about a second time. A holder that kept them
+    in another container (a zoo job's tuple) passes them on as ``ReadNames(names)``."""
 
 
 def _check_repeats(names: list[str], name: str, repeats: Repeats, where: Sequence[str] | None) -> None:
@@ -545,7 +552,7 @@ def read_classnames(path: str | os.PathLike[str], *, empty_hint: str = "") -> li
         where = [f"line {i}" for i, _ in numbered]
     if not names:
         raise ClassNameError(f"{what} holds no class names; write one name per line (or a JSON list){empty_hint}")
-    return check_classnames(names, what, where=where)
+    return ReadNames(check_classnames(names, what, where=where))
 
 
 def check_template(value: Any, name: str = "template") -> str:

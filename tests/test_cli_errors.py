@@ -292,6 +292,34 @@ def test_class_name_file_mistakes_in_cli_words(
     assert not (tmp_path / "x.safetensors").exists()
 
 
+def test_a_class_name_file_is_warned_about_once(
+    tmp_path: Path, tiny_ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    case_only = tmp_path / "case.txt"
+    case_only.write_text("cat\ndog\nDog\n")
+    out = tmp_path / "o.safetensors"
+    assert main([*_pretrain_args(tiny_ckpt, case_only, out), "--steps", "1", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("differ only in case") == 1, err  # the file's words, not the API's again
+    spec = tmp_path / "zoo.toml"
+    spec.write_text(f'backbones = ["{tiny_ckpt}"]\nclasses = ["case.txt"]\n[config]\nsteps = 1\n')
+    assert main(["zoo", str(spec), "--out", str(tmp_path / "zoo"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("differ only in case") == 1, err
+    assert "class-name file" in err and "(line 2)" in err
+
+
+def test_weights_path_with_a_tilde_is_expanded(
+    tmp_path: Path, tiny_ckpt: Path, names: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "w.pt").write_bytes(tiny_ckpt.read_bytes())
+    out = tmp_path / "o.safetensors"
+    argv = ["pretrain", "--weights=~/w.pt", "--classnames", str(names), "--out", str(out), "--steps", "1", "--quiet"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert out.is_file()
+
+
 def test_misspelt_flag_names_the_closest(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     for argv, command, hint in [
         (

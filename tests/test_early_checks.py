@@ -62,6 +62,7 @@ CASES = [
     (["push", "names.txt", "--repo-id", "not a repo"], "--repo-id 'not a repo' must be OWNER/NAME"),
     (["sharpness", "--weights", "nosuch.pt", "a photo of a", *N], "--weights 'nosuch.pt': no such file"),
     (["sharpness", *W, "nosuch.safetensors", *N], "prompt file not found: 'nosuch.safetensors'"),
+    (["sharpness", *W, "nosuch.safetensors", *N, "--plot", "p.png"], "prompt file not found: 'nosuch.safetensors'"),
     (["sharpness", *W, "a photo of a", *N, "--draws", "0"], "draws must be an int in [1, "),
     (["sharpness", *W, "a photo of a", *N, "--factors", "1,x"], "argument --factors: must be comma-separated numbers"),
     (["zoo", "nosuch.toml", "--out", "z"], "zoo spec not found: 'nosuch.toml'"),

@@ -20,8 +20,9 @@ import torch
 
 from .._io import atomic_write_bytes, path_stat, read_regular_file
 from .._runtime import load_tensors_only
+from .._validate import check_path
 from ..algorithm import TrainState
-from ..errors import CheckpointError
+from ..errors import CheckpointError, FPPError
 
 logger = logging.getLogger(__name__)
 
@@ -43,17 +44,9 @@ class FileCheckpoint:
         return self.group is None or self.group.rank == 0
 
     def _read(self) -> TrainState | None:
-        if path_stat(self.path, what="checkpoint", error=CheckpointError) is None:
+        obj = _load(self.path)
+        if obj is None:
             return None
-        data = read_regular_file(self.path, limit=_MAX_BYTES, what="checkpoint", error=CheckpointError)
-        try:
-            obj = load_tensors_only(data)
-        except Exception as exc:
-            raise CheckpointError(
-                f"checkpoint {str(self.path)!r} cannot be read ({type(exc).__name__}); delete it to start over"
-            ) from None
-        if not isinstance(obj, dict) or obj.get("format") != _FORMAT:
-            raise CheckpointError(f"{str(self.path)!r} is not an fpp-init checkpoint; choose another checkpoint path")
         if obj.get("version") != _VERSION:
             raise CheckpointError(f"checkpoint {str(self.path)!r} has format version {obj.get('version')!r}; delete it")
         if obj.get("key") != self.key:
@@ -109,13 +102,28 @@ class FileCheckpoint:
                 os.unlink(self.path)
 
 
+def _load(path: Path) -> dict[str, Any] | None:
+    """The contents of the checkpoint file ``path`` (an fpp-init checkpoint), ``None`` when there is none."""
+    if path_stat(path, what="checkpoint", error=CheckpointError) is None:
+        return None
+    data = read_regular_file(path, limit=_MAX_BYTES, what="checkpoint", error=CheckpointError)
+    try:
+        obj = load_tensors_only(data)
+    except Exception as exc:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} cannot be read ({type(exc).__name__}); delete it to start over"
+        ) from None
+    if not isinstance(obj, dict) or obj.get("format") != _FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not an fpp-init checkpoint; choose another checkpoint path")
+    return obj
+
+
 def completed_steps(path: str | os.PathLike[str]) -> int | None:
     """The steps a checkpoint file records as done (what a run with it resumes after), or ``None`` when
     there is no usable checkpoint there (the run itself then says why, or starts afresh)."""
     try:
-        data = read_regular_file(path, limit=_MAX_BYTES, what="checkpoint", error=CheckpointError)
-        obj = load_tensors_only(data)
-    except Exception:
+        obj = _load(check_path(path, "checkpoint"))
+    except FPPError:
         return None
-    step = obj.get("step") if isinstance(obj, dict) and obj.get("format") == _FORMAT else None
+    step = obj.get("step") if obj is not None else None
     return step if isinstance(step, int) else None

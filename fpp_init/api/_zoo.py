@@ -39,7 +39,7 @@ import torch
 
 from .. import constants as const
 from .._io import atomic_write_bytes, check_writable_dir, path_stat, read_regular_file
-from .._validate import check_bool, check_path
+from .._validate import ReadNames, check_bool, check_path
 from .._zoospec import ZooJob, ZooSettings, load_zoo_spec
 from ..artifacts import FPPPrompt, read_prompt_file
 from ..artifacts.card import file_record, model_card
@@ -116,7 +116,7 @@ def _run_job(
     checkpoints = out / ".checkpoints"
     prompt = pretrain_flat_prompt(
         job.model,
-        None if job.classnames is None else list(job.classnames),
+        None if job.classnames is None else ReadNames(job.classnames),  # checked when the spec was read
         class_agnostic=job.classnames is None,
         num_classes=settings.num_classes if job.classnames is None else None,
         template=job.template,

@@ -51,7 +51,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         f"'{const.OPEN_CLIP_PREFIX}ARCH/PRETRAINED' or '{const.HF_PREFIX}ORG/REPO'",
     )
     src.add_argument(
-        "--weights", metavar="PATH", help="local CLIP checkpoint (OpenAI .pt or a state_dict) or model folder"
+        "--weights",
+        metavar="PATH",
+        type=os.path.expanduser,  # '~' as the shell would (--weights=~/x.pt); the loaders take paths as given
+        help="local CLIP checkpoint (OpenAI .pt or a state_dict) or model folder",
     )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
 
@@ -63,8 +66,7 @@ def model_reference(args: argparse.Namespace) -> str:
 def check_model_options(args: argparse.Namespace) -> None:
     """``--weights`` / ``--arch`` / ``--device``, checked before torch is imported (a mistake is answered
     at once, not after the seconds an import of torch takes)."""
-    weights = None if args.weights is None else os.path.expanduser(args.weights)
-    if weights is not None and path_stat(weights, what="--weights", error=ModelLoadError) is None:
+    if args.weights is not None and path_stat(args.weights, what="--weights", error=ModelLoadError) is None:
         raise ModelLoadError(
             f"--weights {args.weights!r}: no such file or folder; pass a local CLIP checkpoint or model folder "
             f"(or --arch NAME, e.g. --arch {const.DEFAULT_ARCH})"

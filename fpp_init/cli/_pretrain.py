@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from typing import Any
 
@@ -89,9 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from ..api import pretrain_flat_prompt
     from ..api._checkpoint import completed_steps
 
-    resumed = (
-        completed_steps(args.checkpoint) if args.checkpoint is not None and os.path.exists(args.checkpoint) else None
-    )
+    resumed = completed_steps(args.checkpoint) if args.checkpoint is not None else None
     if resumed is not None and writer and not args.quiet:
         say(f"resuming from {args.checkpoint} after step {resumed} of {cfg.steps}")
     start = time.monotonic()

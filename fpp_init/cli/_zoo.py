@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from typing import Any
 
 from .._hubenv import check_repo_id
 from .._io import check_writable_dir
 from .._zoospec import load_zoo_spec
+from ..errors import FPPWarning
 
 
 def register(sub: Any) -> None:
@@ -31,7 +33,9 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.repo_id is not None:
         check_repo_id(args.repo_id, "--repo-id")
-    load_zoo_spec(args.spec)  # the spec, its class files and model paths, before torch is imported
+    with warnings.catch_warnings():  # errors only: build_zoo loads the spec again and warns once
+        warnings.simplefilter("ignore", FPPWarning)
+        load_zoo_spec(args.spec)  # the spec, its class files and model paths, before torch is imported
     check_writable_dir(args.out, "--out")
     from ..api import build_zoo
 
