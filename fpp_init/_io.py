@@ -36,6 +36,8 @@ __all__ = [
     "check_writable_file",
     "check_writable_dir",
     "atomic_write_bytes",
+    "first_line",
+    "pid_alive",
     "os_reason",
     "remove_stale_temps",
     "NESTED_TOO_DEEPLY",
@@ -55,6 +57,12 @@ def default_cache_dir() -> Path:
         return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "fpp-init"
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of an exception's message (libraries' messages can run to pages)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 def os_reason(exc: OSError | ValueError) -> str:
@@ -314,7 +322,7 @@ def remove_stale_temps(folder: Path, name: str) -> None:
         tag = entry.name[len(prefix) : -len(_TMP_SUFFIX)]
         pid_text = tag.split("-", 1)[0]
         try:
-            alive = pid_text.isdigit() and _pid_alive(int(pid_text))
+            alive = pid_text.isdigit() and pid_alive(int(pid_text))
             old = now - entry.stat(follow_symlinks=False).st_mtime > _STALE_SECONDS
         except OSError:
             continue
@@ -326,7 +334,8 @@ def remove_stale_temps(folder: Path, name: str) -> None:
                     os.unlink(entry.path)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine exists (a zombie counts: it has not been reaped)."""
     if pid == os.getpid():
         return True
     try:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from .errors import DistributedError
 
-__all__ = ["Launch", "launcher", "launched"]
+__all__ = ["Launch", "launcher"]
 
 
 @dataclass(frozen=True)
@@ -52,12 +52,7 @@ def launcher() -> Launch | None:
     addr = os.environ.get("MASTER_ADDR", "").strip()
     if not addr:
         raise DistributedError(f"WORLD_SIZE={world} but MASTER_ADDR is not set; {hint}")
-    port = _env_int("MASTER_PORT", 1, 65535, hint) if "MASTER_PORT" in os.environ else None
-    if port is None:
+    if "MASTER_PORT" not in os.environ:
         raise DistributedError(f"WORLD_SIZE={world} but MASTER_PORT is not set; {hint}")
+    port = _env_int("MASTER_PORT", 1, 65535, hint)
     return Launch(rank, world, local, f"{addr}:{port}")
-
-
-def launched() -> bool:
-    """Whether a launcher (torchrun) started this process as one of several ranks (validated)."""
-    return launcher() is not None

@@ -28,11 +28,12 @@ from typing import Any
 import torch
 
 from .. import constants as const
-from .._launch import Launch, launched, launcher
+from .._io import first_line, pid_alive
+from .._launch import Launch, launcher
 from ..algorithm import Shard
 from ..errors import DistributedError
 
-__all__ = ["Group", "Launch", "session", "launcher", "launched", "local_device"]
+__all__ = ["Group", "session", "local_device"]
 
 # Tensors that collectives on a group we did not create have touched (see Group._hold), kept for
 # the last few sessions so that the caller's own destroy_process_group cannot deadlock on them.
@@ -52,12 +53,8 @@ def local_device() -> torch.device | None:
 
 def _pid_gone(pid: int) -> bool:
     """Whether process ``pid`` (of this machine) has ended: absent, or a zombie nobody reaped yet."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):
         return True
-    except OSError:
-        return False
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
             return fh.read().rsplit(")", 1)[-1].split()[0] in ("Z", "X")
@@ -71,8 +68,7 @@ def _host_id() -> int:
 
 def _reason(exc: BaseException) -> str:
     """The first sentence of torch's message, without its source location (``[.../pair.cc:545]``)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = re.sub(r"^\[[^\]]*\.(?:cc|cpp|h|hpp):\d+\]\s*", "", lines[0]) if lines else type(exc).__name__
+    text = re.sub(r"^\[[^\]]*\.(?:cc|cpp|h|hpp):\d+\]\s*", "", first_line(exc))
     text = re.split(r"(?<=[a-z)])\. ", text, maxsplit=1)[0].rstrip(".")
     return text if len(text) <= 160 else text[:157] + "..."
 

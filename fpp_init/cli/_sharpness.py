@@ -73,8 +73,9 @@ def format_table(results: list[Any]) -> str:
     return "\n".join(lines)
 
 
-def _check(args: argparse.Namespace) -> SharpnessConfig:
-    """Every flag, file and path, checked before torch is imported: a mistake is answered at once."""
+def _check(args: argparse.Namespace) -> tuple[SharpnessConfig, list[bool]]:
+    """Every flag, file and path, checked before torch is imported: a mistake is answered at once. Returns
+    what to measure and, for each PROMPT, whether it names a prompt file (else it is a template)."""
     if args.plot:
         from ..plotting import require_matplotlib
 
@@ -83,26 +84,27 @@ def _check(args: argparse.Namespace) -> SharpnessConfig:
         check_int(args.dpi, "dpi", min=10, max=2400)
         check_str(args.title, "title", allow_none=True)
     measure = SharpnessConfig().replace(**fields_from_args(args, SharpnessConfig), landscape=bool(args.plot))
-    for text in args.prompts:
-        if not is_prompt_path(text):
+    is_file = [is_prompt_path(text) for text in args.prompts]
+    for text, file in zip(args.prompts, is_file, strict=True):
+        if not file:
             check_template(text, "PROMPT")
-    check_sources([text for text in args.prompts if is_prompt_path(text)])
+    check_sources([text for text, file in zip(args.prompts, is_file, strict=True) if file])
     if args.template is not None:
         check_template(args.template, "--template")
     check_model_options(args)
-    return measure
+    return measure, is_file
 
 
 def run(args: argparse.Namespace) -> int:
-    measure = _check(args)
+    measure, is_file = _check(args)
     names = read_classnames(args.classnames) if args.classnames else None
     from ..api import sharpness
     from ..artifacts.sources import read_source
     from ..models import text_model
 
     items: list[tuple[str, Any]] = []
-    for text in args.prompts:
-        if is_prompt_path(text):
+    for text, file in zip(args.prompts, is_file, strict=True):
+        if file:
             items.append((os.path.basename(text).rsplit(".", 1)[0], read_source(text).prompt))
         else:
             items.append((f'"{text}"', text))

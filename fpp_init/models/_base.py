@@ -10,7 +10,7 @@ from torch import nn
 
 from ..towers import TextTower
 
-__all__ = ["Tokenizer", "TextModel", "first_line"]
+__all__ = ["Tokenizer", "TextModel"]
 
 
 class Tokenizer(Protocol):
@@ -64,9 +64,3 @@ class TextModel:
         (towers that read elsewhere are refused when their TextModel is made)."""
         is_eot = tokens == self.tokenizer.eot_id
         return is_eot.int().argmax(dim=-1)  # the first EOS
-
-
-def first_line(exc: BaseException) -> str:
-    """The first non-blank line of an exception's message (libraries' messages can run to pages)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__

@@ -19,13 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._io import os_reason
+from .._io import first_line, os_reason
 from .._runtime import global_rng_kept, load_tensors_only
 from .._validate import check_model_reference
 from ..errors import ModelLoadError
 from ..towers import CausalTextTower, openai_spec
 from ..towers._base import attr_as
-from ._base import TextModel, first_line
+from ._base import TextModel
 
 logger = logging.getLogger(__name__)
 

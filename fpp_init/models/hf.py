@@ -19,12 +19,13 @@ from torch import nn
 from .. import constants as const
 from .._deps import require
 from .._hubenv import cache_only_reason, quiet_hub
+from .._io import first_line
 from .._runtime import global_rng_kept
 from ..errors import ClassNameError, ModelLoadError
 from ..towers import CausalTextTower, hf_spec
 from ..towers._base import attr_as
 from ..towers.hf import hf_text_transformer
-from ._base import TextModel, Tokenizer, first_line
+from ._base import TextModel, Tokenizer
 from .clip import ClipTokenizer
 
 logger = logging.getLogger(__name__)

@@ -23,12 +23,12 @@ from torch import nn
 from .. import constants as const
 from .._deps import require
 from .._hubenv import cache_only, cache_only_reason, quiet_hub
-from .._io import path_stat
+from .._io import first_line, path_stat
 from .._runtime import global_rng_kept
 from ..errors import ModelLoadError
 from ..towers import CausalTextTower, TowerSpec, openai_spec
 from ..towers._base import attr_as
-from ._base import TextModel, Tokenizer, first_line
+from ._base import TextModel, Tokenizer
 from .hf import CLIP_VOCAB_SIZE, TransformersTokenizer
 
 logger = logging.getLogger(__name__)
