@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -17,6 +16,7 @@ from ..artifacts import build_hub_folder
 from ..artifacts.export import PromptSource, collect_prompts, plan_file_names
 from ..artifacts.hub import check_repo_id, fetch_model_card, require_online, upload_folder
 from ..errors import ConfigError, OutputError, PromptFileError
+from ._zoo import read_manifest, split_model
 
 __all__ = ["push_fpp_prompt"]
 
@@ -38,23 +38,22 @@ def _expand_folders(
     manifest = folder / "manifest.json"
     if not os.path.isfile(manifest):
         return files, [p.name for p in files], []
-    _check_public(manifest)
+    _check_public(folder)
     return files, [p.name for p in files], [manifest]
 
 
-def _check_public(manifest: Path) -> None:
+def _check_public(folder: Path) -> None:
     """A manifest written before zoo recorded only public names may hold a local model path: not for upload."""
+    manifest = folder / "manifest.json"
     try:
-        entries = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
+        entries = read_manifest(folder) or []
+    except (ValueError, RecursionError, ConfigError):
         return  # not ours to judge: uploaded as it is
-    for entry in entries if isinstance(entries, list) else []:
+    for entry in entries:
         model = entry.get("model") if isinstance(entry, dict) else None
         if not isinstance(model, str):
             continue
-        ref = model.removeprefix(const.HF_PREFIX)
-        if model.startswith(const.OPEN_CLIP_PREFIX):
-            ref = model[len(const.OPEN_CLIP_PREFIX) :].partition("/")[2]
+        ref = split_model(model)[2]
         if os.path.isabs(ref) or ref.startswith("~"):
             raise ConfigError(
                 f"{str(manifest)!r} records the local path {model!r} (written by an older fpp-init); run the same "

@@ -56,15 +56,37 @@ __all__ = ["ZooJob", "load_zoo_spec", "build_zoo", "public_model"]
 _MAX_MANIFEST = 64 * 2**20
 
 
+def read_manifest(folder: Path) -> list[Any] | None:
+    """The entries of the folder's ``manifest.json``, ``None`` when it has none; ``ConfigError``,
+    ``ValueError`` or ``RecursionError`` when that file is not a readable JSON list."""
+    path = folder / "manifest.json"
+    if path_stat(path, what="zoo manifest", error=ConfigError) is None:
+        return None
+    entries = json.loads(read_regular_file(path, limit=_MAX_MANIFEST, what="zoo manifest", error=ConfigError))
+    if not isinstance(entries, list):
+        raise ValueError("not a list")
+    return entries
+
+
+def split_model(model: str) -> tuple[str, str, str]:
+    """``(prefix, arch, ref)`` of a model reference: ``open_clip:`` / ``hf:`` / ``""``, the OpenCLIP
+    architecture (else ``""``) and the rest (OpenCLIP's pretrained tag or checkpoint, a Hub id, a name or
+    a path)."""
+    for prefix in (const.OPEN_CLIP_PREFIX, const.HF_PREFIX):
+        if model.startswith(prefix):
+            rest = model[len(prefix) :]
+            if prefix == const.OPEN_CLIP_PREFIX and not rest.startswith("hf-hub:"):
+                arch, _, pretrained = rest.partition("/")
+                return prefix, arch, pretrained
+            return prefix, "", rest
+    return "", "", model
+
+
 def _recorded_digests(folder: Path) -> dict[str, str]:
     """``{file: sha256}`` from the folder's ``manifest.json`` (written by an earlier run), or ``{}``."""
     path = folder / "manifest.json"
     try:
-        if path_stat(path, what="zoo manifest", error=ConfigError) is None:
-            return {}
-        entries = json.loads(read_regular_file(path, limit=_MAX_MANIFEST, what="zoo manifest", error=ConfigError))
-        if not isinstance(entries, list):
-            raise ValueError("not a list")
+        entries = read_manifest(folder) or []
         return {
             e["file"]: e["sha256"]
             for e in entries
@@ -185,14 +207,10 @@ def public_model(model: str) -> dict[str, str]:
     """What a published file may say about a job's model: its public name, or for a local checkpoint its
     file name and sha256 (a folder: its name and the sha256 of its files), never a local path (which
     names users, hosts and mounts)."""
-    prefix, ref = "", model
-    for p in (const.OPEN_CLIP_PREFIX, const.HF_PREFIX):
-        if model.startswith(p):
-            prefix, ref = p, model[len(p) :]
+    prefix, arch, ref = split_model(model)
     if prefix == const.OPEN_CLIP_PREFIX:
-        arch, _, pretrained = ref.partition("/")
-        local = Path(pretrained).expanduser()
-        if ref.startswith("hf-hub:") or not local.is_file():
+        local = Path(ref).expanduser()
+        if not arch or not local.is_file():  # (no arch: open_clip:hf-hub:ORG/REPO)
             return {"model": model}
         return {"model": f"{prefix}{arch}/{local.name}", "model_sha256": _sha256(local)}
     local = Path(ref).expanduser()
