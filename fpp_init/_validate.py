@@ -48,6 +48,7 @@ __all__ = [
     "check_device_name",
     "check_device",
     "check_model_reference",
+    "is_model_folder",
     "check_prompt_path",
     "is_prompt_path",
     "check_dtype",
@@ -355,14 +356,21 @@ def check_model_reference(value: Any, name: str = "model", *, known: Sequence[st
             f"'{const.OPEN_CLIP_PREFIX}ARCH/PRETRAINED' (OpenCLIP) or '{const.HF_PREFIX}ORG/REPO' (transformers)"
         )
     if stat.S_ISDIR(found.st_mode):
-        config = path_stat(os.path.join(ref, "config.json"), what="model folder file", error=ModelLoadError)
-        if config is None or not stat.S_ISREG(config.st_mode):
+        if not is_model_folder(ref):
             raise ModelLoadError(
                 f"{where}{ref!r} is a folder; pass the checkpoint file inside it (or a transformers folder with config.json)"
             )
     else:
         check_readable_file(ref, what="CLIP checkpoint", error=ModelLoadError)
     return ref
+
+
+def is_model_folder(path: str) -> bool:
+    """Whether ``path`` is a transformers model folder (``save_pretrained``): a folder with a ``config.json`` file."""
+    if not os.path.isdir(path):  # (what cannot be stat'ed is judged as a checkpoint file, with its reason)
+        return False
+    config = path_stat(os.path.join(path, "config.json"), what="model folder file", error=ModelLoadError)
+    return config is not None and stat.S_ISREG(config.st_mode)
 
 
 def _is_dir(path: str, what: str) -> bool:

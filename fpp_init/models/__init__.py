@@ -18,8 +18,7 @@ import torch
 from torch import nn
 
 from .. import constants as const
-from .._io import path_stat
-from .._validate import check_device, check_model_reference, default_device
+from .._validate import check_device, check_model_reference, default_device, is_model_folder
 from ..errors import ConfigError, ModelLoadError
 from ._base import TextModel, Tokenizer
 from .class_prompts import ClassPrompts, build_class_prompts
@@ -58,10 +57,7 @@ def _from_reference(ref: str, device: torch.device) -> TextModel:
         check_model_reference(ref)  # (clip-anytorch names are checked by clip_load, against clip's own list)
     if ref.startswith(const.OPEN_CLIP_PREFIX):
         return load_open_clip(ref[len(const.OPEN_CLIP_PREFIX) :], device)
-    if ref.startswith(const.HF_PREFIX) or (
-        os.path.isdir(ref)  # a folder: its config.json must be readable to tell (else load_clip says "a folder")
-        and path_stat(os.path.join(ref, "config.json"), what="model folder file", error=ModelLoadError) is not None
-    ):
+    if ref.startswith(const.HF_PREFIX) or is_model_folder(ref):  # (another folder: load_clip says "a folder")
         return load_hf(ref[len(const.HF_PREFIX) :] if ref.startswith(const.HF_PREFIX) else ref, device)
     return load_clip_text_model(ref, device)
 
