@@ -118,4 +118,4 @@ def _layers() -> str:
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str:
     markdown = re.sub(r"<!-- fields: ([\w.]+) -->", lambda m: _fields_table(m.group(1)), markdown)
-    return markdown.replace("<!-- layers -->", _layers())
+    return markdown.replace("<!-- layers -->", _layers()) if "<!-- layers -->" in markdown else markdown
