@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import build_tiny_clip, classnames
 
 from fpp_init.models.clip import import_clip
+
+pytest.register_assert_rewrite("helpers")  # before its import: assert_state's failures read as the tests' own
+from helpers import build_tiny_clip, classnames  # noqa: E402
 
 # Tiny models: one thread is fastest, and avoids OpenMP spin-waits on a busy 2-core machine.
 torch.set_num_threads(1)
@@ -28,6 +30,12 @@ def tiny_clip(tiny_ckpt: Path) -> torch.nn.Module:
     clip = import_clip()
     model, _ = clip.load(str(tiny_ckpt), device="cpu", jit=False)
     return model.eval()
+
+
+@pytest.fixture(scope="module")
+def clip3() -> torch.nn.Module:
+    """Three text layers, so that prompt depth 3 puts deep prompts (MaPLe, ZERO, TAPT) into blocks 1 and 2."""
+    return build_tiny_clip(128, layers=3)
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,9 @@ import copy
 import hashlib
 import json
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -20,13 +21,23 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from random_clip import build_random_clip
 
+import fpp_init
 from fpp_init import FPPConfig, FPPPrompt
+from fpp_init._runtime import frozen
+from fpp_init.algorithm import optimize_flat_prompt
 from fpp_init.models.clip import import_clip
-from fpp_init.towers import CausalTextTower, openai_spec
+from fpp_init.towers import CallableTextTower, CausalTextTower, openai_spec
+
+if TYPE_CHECKING:
+    from fpp_init.adapters import PromptDesign
+    from fpp_init.towers import TextTower
 
 DATA = Path(__file__).resolve().parent / "data"
 #: a Hub commit hash for the hand-built caches
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+#: the short run the adapter tests pretrain with: ``fpp_init.apply(model, **FAST)`` and, by hand, ``CFG``
+FAST = dict(steps=3, seed=1, cache=False, progress=False)
+CFG = FPPConfig(steps=3, seed=1)
 
 
 def build_tiny_clip(width: int = 128, layers: int = 2, seed: int = 0, context_length: int = 77) -> torch.nn.Module:
@@ -148,3 +159,50 @@ def load_trained(model: nn.Module, seed: int = 1, scale: float = 0.02) -> None:
     with torch.no_grad():
         state = {k: v + scale * torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in learner.named_parameters()}
     learner.load_state_dict(state, strict=False)
+
+
+# -- the adapter tests -----------------------------------------------------------------------------
+def reference(clip: nn.Module, names: list[str], **kw: object) -> FPPPrompt:
+    """The same FPP run through the front door (clip-anytorch model, template)."""
+    return fpp_init.pretrain_flat_prompt(clip, names, template="a photo of a", steps=3, seed=1, progress=False, **kw)
+
+
+def flags(model: nn.Module) -> tuple[list[bool], list[bool]]:
+    """The caller state ``apply`` must leave as found: every ``requires_grad`` and every ``training``."""
+    return [p.requires_grad for p in model.parameters()], [m.training for m in model.modules()]
+
+
+def state_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of ``model.state_dict()``, every tensor cloned."""
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def assert_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Every entry of ``model.state_dict()`` equals ``state``'s (a failure names the key)."""
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
+def callable_tower(
+    encode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], width: int, dtype: torch.dtype = torch.float32
+) -> CallableTextTower:
+    """A tower that calls ``encode(prompts, tokens)`` on every position (no fast path), on the CPU."""
+    return CallableTextTower(
+        encode, width=width, context_length=77, dtype=dtype, device=torch.device("cpu"), fingerprint=str
+    )
+
+
+def trajectory(design: PromptDesign, tower: TextTower, seed: int, steps: int = 8) -> torch.Tensor:
+    """The ctx after every step of pretraining ``design``'s prompts through ``tower`` (``[steps, n_ctx, D]``)."""
+    trace, cfg = Trace(), FPPConfig(steps=steps, seed=seed)
+    with frozen([design.text_encoder]):
+        optimize_flat_prompt(tower, design.embedded(), design.current_init(), cfg, progress=False, checkpoint=trace)
+    return trace.trajectory()
+
+
+def cpu_half_matmul() -> bool:
+    try:
+        torch.ones(2, 2, dtype=torch.float16) @ torch.ones(2, 2, dtype=torch.float16)
+    except RuntimeError:  # torch < 2.1 has no fp16 matmul on the CPU
+        return False
+    return True

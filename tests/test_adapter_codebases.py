@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import build_tiny_clip
+from helpers import FAST, assert_state, callable_tower, flags, reference, state_of
 from standins.atpt import get_atpt, tuning_step
 from standins.tapt import Trainer, get_tapt_v, get_tapt_vli, get_tapt_vlj
 from standins.ttavlm import DynaPromptTrainer, InstanceTrainer, get_coop, get_coop_dynamic
@@ -20,26 +20,16 @@ from fpp_init.adapters import registered_designs
 from fpp_init.algorithm import optimize_flat_prompt
 from fpp_init.config import FPPConfig
 from fpp_init.errors import AdapterError
-from fpp_init.towers import CallableTextTower
 
 pytestmark = pytest.mark.slow  # the upstream stand-in models: part of the full suite; skipped by -m 'not slow'
 
 NAMES_A = ["banded", "blotchy", "braided", "bubbly"]
 NAMES_B = ["golden retriever", "tabby cat", "sea lion"]
-FAST = dict(steps=3, seed=1, cache=False, progress=False)
-
-
-def reference(clip: torch.nn.Module, names: list[str], **kw: object) -> fpp_init.FPPPrompt:
-    return fpp_init.pretrain_flat_prompt(clip, names, template="a photo of a", steps=3, seed=1, progress=False, **kw)
 
 
 def features(n: int = 6, dim: int = 64) -> torch.Tensor:
     x = torch.randn(n, dim, generator=torch.Generator().manual_seed(0))
     return x / x.norm(dim=-1, keepdim=True)
-
-
-def flags(model: torch.nn.Module) -> tuple[list[bool], list[bool]]:
-    return [p.requires_grad for p in model.parameters()], [m.training for m in model.modules()]
 
 
 # -- A-TPT ----------------------------------------------------------------------------------------
@@ -164,11 +154,6 @@ def test_mariodoebler_tpt_on_open_clip(tmp_path: Path) -> None:
 
 
 # -- TAPT ------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def clip3() -> torch.nn.Module:
-    return build_tiny_clip(128, layers=3)
-
-
 def test_tapt_vlj_on_the_maple_design(clip3: torch.nn.Module) -> None:
     trainer = Trainer(get_tapt_vlj(clip3, NAMES_A))  # PROMPT_DEPTH 9: 8 deep prompts for 3 text blocks
     trainer.load_model()  # --model-dir: trained prompts into ctx etc.; ctx_init_state stays the words
@@ -182,14 +167,7 @@ def test_tapt_vlj_on_the_maple_design(clip3: torch.nn.Module) -> None:
     torch.testing.assert_close(handle.predefined, loaded)
     deep = [p.detach().clone() for p in pl.compound_prompts_text]
     enc = model.text_encoder
-    tower = CallableTextTower(
-        lambda x, t: enc(x, t, deep),
-        width=128,
-        context_length=77,
-        dtype=torch.float32,
-        device=torch.device("cpu"),
-        fingerprint=str,
-    )
+    tower = callable_tower(lambda x, t: enc(x, t, deep), 128)
     with frozen([enc]):
         direct = optimize_flat_prompt(
             tower, handle.adapter.embedded(), loaded, FPPConfig(steps=3, seed=1), progress=False
@@ -201,14 +179,13 @@ def test_tapt_vlj_on_the_maple_design(clip3: torch.nn.Module) -> None:
 
     again = Trainer(get_tapt_vlj(clip3, NAMES_A))
     again.load_model()
-    before = {k: v.clone() for k, v in again.model.state_dict().items()}
+    before = state_of(again.model)
     state = again.model.prompt_learner.ctx_init_state
     with pytest.warns(fpp_init.errors.BeyondPaperWarning):
         h = fpp_init.apply(again.model, handle.prompt)
     h.remove()
     assert again.model.prompt_learner.ctx_init_state is state
-    for k, v in again.model.state_dict().items():
-        assert torch.equal(v, before[k]), k
+    assert_state(again.model, before)
 
 
 @pytest.mark.parametrize(("build", "name"), [(get_tapt_vli, "tapt_vli"), (get_tapt_v, "tapt_v")])

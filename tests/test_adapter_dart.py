@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import clip_tower, tokenize
+from helpers import CFG, FAST, assert_state, clip_tower, flags, tokenize
 from standins.dart import TextEMA, get_dart
 
 import fpp_init
 from fpp_init._runtime import frozen
 from fpp_init.algorithm import EmbeddedPrompts, optimize_flat_prompt
-from fpp_init.config import FPPConfig
 from fpp_init.errors import AdapterError
 from fpp_init.towers import CausalTextTower
 
@@ -25,8 +24,6 @@ pytestmark = pytest.mark.slow  # the upstream stand-in models: part of the full 
 
 NAMES_A = ["banded", "blotchy", "braided", "bubbly"]
 NAMES_B = ["golden retriever", "tabby cat", "sea lion"]
-FAST = dict(steps=3, seed=1, cache=False, progress=False)
-CFG = FPPConfig(steps=3, seed=1)
 
 
 def dart_reference(clip: torch.nn.Module, names: list[str], template: str = "a photo of a") -> torch.Tensor:
@@ -43,10 +40,6 @@ def dart_reference(clip: torch.nn.Module, names: list[str], template: str = "a p
 
 def rows(model: torch.nn.Module, ctx: torch.Tensor) -> torch.Tensor:
     return ctx[None].expand_as(model.text_prompts_a)
-
-
-def flags(model: torch.nn.Module) -> tuple[list[bool], list[bool]]:
-    return [p.requires_grad for p in model.parameters()], [m.training for m in model.modules()]
 
 
 def test_dart_every_class_row_gets_fpp_pretrained_on_its_own_prompts(tiny_clip: torch.nn.Module) -> None:
@@ -114,8 +107,7 @@ def test_dart_class_set_change_twice_remove_and_caller_state(tiny_clip: torch.nn
     first = handle.prompt.ctx.clone()
     after = copy.deepcopy(model.state_dict())
     assert fpp_init.apply(model, **FAST) is handle
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, after[k]), k
+    assert_state(model, after)
     assert flags(model) == found and torch.equal(torch.get_rng_state(), rng)
 
     param_a = model.text_prompts_a

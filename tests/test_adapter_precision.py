@@ -13,17 +13,14 @@ import statistics
 
 import pytest
 import torch
-from helpers import Trace, build_tiny_clip, load_trained, to_float64
+from helpers import callable_tower, load_trained, to_float64, trajectory
 from standins import covered_designs
 
-from fpp_init._runtime import frozen
 from fpp_init.adapters import PromptDesign, detect, registered_designs
-from fpp_init.algorithm import optimize_flat_prompt
-from fpp_init.config import FPPConfig
-from fpp_init.towers import CallableTextTower, CausalTextTower, TextTower
+from fpp_init.towers import CallableTextTower, CausalTextTower
 
 NAMES = ["banded", "blotchy", "chequered_flag", "great white shark"]
-STEPS, SEEDS = 8, (1, 2, 3, 4, 5)
+SEEDS = (1, 2, 3, 4, 5)  # 8 steps each (helpers.trajectory)
 SERVED = [d.name for d in registered_designs() if d.refusal is None]
 #: the fast path's median distance from fp64 (over the seeds) may exceed the codebase encoder's by this
 #: factor. Per run both are a few fp32 ulps of the ctx, either can be the nearer one (it changes with the
@@ -32,24 +29,10 @@ SERVED = [d.name for d in registered_designs() if d.refusal is None]
 MARGIN = 2.0
 
 
-@pytest.fixture(scope="module")
-def clip3() -> torch.nn.Module:
-    return build_tiny_clip(128, layers=3)
-
-
 def own_encoder(design: PromptDesign) -> CallableTextTower:
     """The codebase's own text encoder, called on every position (no fast path)."""
     dtype = design.prefix.dtype
-    return CallableTextTower(
-        design.encode, width=design.width, context_length=77, dtype=dtype, device=torch.device("cpu"), fingerprint=str
-    )
-
-
-def trajectory(design: PromptDesign, tower: TextTower, seed: int) -> torch.Tensor:
-    trace, cfg = Trace(), FPPConfig(steps=STEPS, seed=seed)
-    with frozen([design.text_encoder]):
-        optimize_flat_prompt(tower, design.embedded(), design.current_init(), cfg, progress=False, checkpoint=trace)
-    return trace.trajectory()
+    return callable_tower(design.encode, design.width, dtype)
 
 
 @pytest.mark.parametrize("name", SERVED)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from helpers import n_words, tokenize
+from helpers import FAST, n_words, tokenize
 from standins import covered_designs, get_coop, get_tpt
 from standins.tpt import TextEncoder
 from torch import nn
@@ -20,7 +20,6 @@ from fpp_init.adapters.tpt import TPTDesign
 from fpp_init.errors import AdapterError
 
 NAMES = ["banded", "blotchy", "braided", "bubbly"]
-FAST = dict(steps=3, seed=1, cache=False, progress=False)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import FAST, assert_state, state_of
 from standins.tca import get_tca, make_attributes
 
 import fpp_init
@@ -19,7 +20,6 @@ pytestmark = pytest.mark.slow  # the upstream stand-in models: part of the full 
 NAMES_A = ["banded", "blotchy", "braided", "bubbly"]
 NAMES_B = ["golden retriever", "tabby cat", "sea lion"]
 ATTRIBUTES = make_attributes(NAMES_A + NAMES_B)
-FAST = dict(steps=3, seed=1, cache=False, progress=False)
 
 
 def attribute_names(names: list[str], per_class: int = 2) -> list[str]:
@@ -60,7 +60,7 @@ def test_tca_reset_tuning_class_sets_and_remove(tiny_clip: torch.nn.Module) -> N
     pl = model.prompt_learner
     for name, param in model.named_parameters():  # tpt_classification.py: only the prompt learner is tuned
         param.requires_grad_("prompt_learner" in name)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    before = state_of(model)
     init_state = pl.ctx_init_state
     optimizer = torch.optim.AdamW(pl.parameters(), 5e-3)
     torch.manual_seed(2)
@@ -88,8 +88,7 @@ def test_tca_reset_tuning_class_sets_and_remove(tiny_clip: torch.nn.Module) -> N
     model.reset_classnames(NAMES_A, "ViT-B/16")
     handle.remove()
     assert pl.ctx_init_state is init_state and "reset_classnames" not in vars(pl)
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, before[k]), k
+    assert_state(model, before)
 
 
 def test_tca_cache_and_prompt_files(tiny_clip: torch.nn.Module, tmp_path: Path) -> None:

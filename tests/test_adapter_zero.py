@@ -14,7 +14,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import Trace, build_tiny_clip, load_trained, to_float64
+from helpers import (
+    CFG,
+    FAST,
+    assert_state,
+    callable_tower,
+    cpu_half_matmul,
+    flags,
+    load_trained,
+    state_of,
+    to_float64,
+    trajectory,
+)
 from standins.maple import get_maple
 from standins.tpt import TextEncoder
 from standins.zero import build_zero, get_zero, get_zero_tta
@@ -32,14 +43,6 @@ pytestmark = pytest.mark.slow  # the upstream stand-in models: part of the full 
 
 NAMES_A = ["banded", "blotchy", "braided", "bubbly"]
 NAMES_B = ["golden_retriever", "tabby cat", "sea lion"]
-FAST = dict(steps=3, seed=1, cache=False, progress=False)
-CFG = FPPConfig(steps=3, seed=1)
-
-
-@pytest.fixture(scope="module")
-def clip3() -> torch.nn.Module:
-    """Three text layers: prompt depth 3 puts ZERO's deep prompts into blocks 1 and 2."""
-    return build_tiny_clip(128, layers=3)
 
 
 def trained_zero(clip: torch.nn.Module, names: list[str], tta: bool = False, half: bool = False) -> torch.nn.Module:
@@ -53,14 +56,7 @@ def own_tower(model: torch.nn.Module, dtype: torch.dtype = torch.float32) -> Cal
     """ZERO's own TextEncoder with its deep prompts as the learner holds them (the encoder rounds them)."""
     pl, enc = model.prompt_learner, model.text_encoder
     deep = [p.detach() for p in pl.compound_prompts_text]
-    return CallableTextTower(
-        lambda x, t: enc(x, t, deep),
-        width=pl.ctx.shape[-1],
-        context_length=77,
-        dtype=dtype,
-        device=torch.device("cpu"),
-        fingerprint=str,
-    )
+    return callable_tower(lambda x, t: enc(x, t, deep), pl.ctx.shape[-1], dtype)
 
 
 def zero_direct(model: torch.nn.Module, predefined: torch.Tensor, cfg: FPPConfig = CFG) -> torch.Tensor:
@@ -68,10 +64,6 @@ def zero_direct(model: torch.nn.Module, predefined: torch.Tensor, cfg: FPPConfig
     design = detect(model)
     with frozen([model.text_encoder]):
         return optimize_flat_prompt(own_tower(model), design.embedded(), predefined, cfg, progress=False).ctx
-
-
-def flags(model: torch.nn.Module) -> tuple[list[bool], list[bool]]:
-    return [p.requires_grad for p in model.parameters()], [m.training for m in model.modules()]
 
 
 def test_zero_installs_fpp_pretrained_through_its_encoder_with_rounded_deep_prompts(clip3: torch.nn.Module) -> None:
@@ -152,7 +144,7 @@ def test_zero_apply_twice_remove_and_caller_state(clip3: torch.nn.Module) -> Non
     model.text_encoder.transformer.resblocks[0].requires_grad_(False)  # a mix, as found
     model.image_encoder.eval()
     model.train()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    before = state_of(model)
     torch.manual_seed(5)
     rng = torch.get_rng_state()
     found = flags(model)
@@ -161,12 +153,10 @@ def test_zero_apply_twice_remove_and_caller_state(clip3: torch.nn.Module) -> Non
     assert h1.model is model
     after = copy.deepcopy(model.state_dict())
     assert fpp_init.apply(model, **FAST) is h1  # updates the installation (warned once, when made)
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, after[k]), k
+    assert_state(model, after)
     assert flags(model) == found and torch.equal(torch.get_rng_state(), rng)
     h1.remove()
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, before[k]), k
+    assert_state(model, before)
     assert flags(model) == found and torch.equal(torch.get_rng_state(), rng)
 
 
@@ -212,29 +202,7 @@ def test_zero_refusals_say_what_to_do(clip3: torch.nn.Module) -> None:
     assert detect(get_maple(clip3, NAMES_A)).name == "maple"  # PromptAlign's learner keeps its reset state
 
 
-def _cpu_half_matmul() -> bool:
-    try:
-        torch.ones(2, 2, dtype=torch.float16) @ torch.ones(2, 2, dtype=torch.float16)
-    except RuntimeError:  # torch < 2.1 has no fp16 matmul on the CPU
-        return False
-    return True
-
-
-def trajectory(design: object, tower: object, seed: int) -> torch.Tensor:
-    trace, cfg = Trace(), FPPConfig(steps=8, seed=seed)
-    with frozen([design.text_encoder]):  # type: ignore[attr-defined]
-        optimize_flat_prompt(
-            tower,  # type: ignore[arg-type]
-            design.embedded(),  # type: ignore[attr-defined]
-            design.current_init(),  # type: ignore[attr-defined]
-            cfg,
-            progress=False,
-            checkpoint=trace,
-        )
-    return trace.trajectory()
-
-
-@pytest.mark.skipif(not _cpu_half_matmul(), reason="this torch has no fp16 matmul on the CPU")
+@pytest.mark.skipif(not cpu_half_matmul(), reason="this torch has no fp16 matmul on the CPU")
 def test_zero_as_run_in_fp16_is_no_further_from_fp64_than_its_own_encoder(clip3: torch.nn.Module) -> None:
     model = trained_zero(clip3, NAMES_A, half=True)
     pl = model.prompt_learner

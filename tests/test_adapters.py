@@ -7,28 +7,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import build_tiny_clip, clip_tower
+from helpers import FAST, assert_state, build_tiny_clip, callable_tower, clip_tower, flags, reference, state_of
 from standins import IT3AModel, get_cocoop, get_coop, get_maple
 
 import fpp_init
-from fpp_init import FPPPrompt
 from fpp_init._runtime import frozen
 from fpp_init.algorithm import EmbeddedPrompts, optimize_flat_prompt
 from fpp_init.config import FPPConfig
 from fpp_init.errors import AdapterError, PromptMismatchError
-from fpp_init.towers import CallableTextTower
 
 pytestmark = pytest.mark.slow  # the upstream stand-in models: part of the full suite; skipped by -m 'not slow'
 
 NAMES_A = ["banded", "blotchy", "braided", "bubbly"]
 NAMES_B = ["golden_retriever", "tabby cat", "sea lion"]
-FAST = dict(steps=3, seed=1, cache=False, progress=False)
 KINDS = ["tpt", "fpp_reference", "dynaprompt"]  # stand-in kinds, named as the designs
-
-
-def reference(clip: torch.nn.Module, names: list[str], **kw: object) -> FPPPrompt:
-    """The same FPP run through the front door (clip-anytorch model, template)."""
-    return fpp_init.pretrain_flat_prompt(clip, names, template="a photo of a", steps=3, seed=1, progress=False, **kw)
 
 
 def effective_init(model: torch.nn.Module) -> torch.Tensor:
@@ -39,10 +31,6 @@ def effective_init(model: torch.nn.Module) -> torch.Tensor:
         prompts = pl()
     start = pl.token_prefix.shape[-2]
     return prompts[0, start : start + pl.n_ctx].float()
-
-
-def flags(model: torch.nn.Module) -> tuple[list[bool], list[bool]]:
-    return [p.requires_grad for p in model.parameters()], [m.training for m in model.modules()]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -98,12 +86,7 @@ def test_prefix_longer_than_sos_is_exact_on_every_path(tiny_clip: torch.nn.Modul
     towers = {
         "shared": (clip_tower(enc), cfg),
         "full": (clip_tower(enc), cfg.replace(share_prefix=False)),
-        "call": (
-            CallableTextTower(
-                call, width=128, context_length=77, dtype=torch.float32, device=torch.device("cpu"), fingerprint=str
-            ),
-            cfg,
-        ),
+        "call": (callable_tower(call, 128), cfg),
     }
     with frozen([enc]):
         out = {k: optimize_flat_prompt(t, prompts, pl.init_ctx, c, progress=False).ctx for k, (t, c) in towers.items()}
@@ -168,7 +151,7 @@ def test_second_dataset_gets_its_own_prompt_aligned_to_the_template(tiny_clip: t
 def test_apply_twice_changes_nothing_and_remove_restores(tiny_clip: torch.nn.Module, kind: str) -> None:
     model = get_coop(tiny_clip, NAMES_A, kind=kind)
     pl = model.prompt_learner
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    before = state_of(model)
     init_state, init_ctx = pl.ctx_init_state, getattr(pl, "init_ctx", None)
     h1 = fpp_init.apply(model, **FAST)
     after1 = copy.deepcopy(model.state_dict()), pl.ctx_init_state.clone(), effective_init(model)
@@ -184,8 +167,7 @@ def test_apply_twice_changes_nothing_and_remove_restores(tiny_clip: torch.nn.Mod
     h1.remove()
     assert "reset_classnames" not in pl.__dict__ and "_fpp_init_state" not in pl.__dict__
     assert pl.ctx_init_state is init_state and getattr(pl, "init_ctx", None) is init_ctx
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, before[k]), k
+    assert_state(model, before)
     h1.remove()  # harmless
     assert not h1.active
 
@@ -323,9 +305,7 @@ def test_noise_follows_a_longer_prefix(tiny_clip: torch.nn.Module) -> None:
         seen.append(x.detach().clone())
         return enc(x, t)
 
-    tower = CallableTextTower(
-        call, width=128, context_length=77, dtype=torch.float32, device=torch.device("cpu"), fingerprint=str
-    )
+    tower = callable_tower(call, 128)
     prompts = EmbeddedPrompts(pl.token_prefix, pl.token_suffix, pl.tokenized_prompts.argmax(-1))
     cfg = FPPConfig(steps=2, num_noise=2, cls_noise=0.0, ctx_noise=0.5)
     with frozen([enc]):

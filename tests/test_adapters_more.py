@@ -6,26 +6,18 @@ import copy
 
 import pytest
 import torch
-from helpers import build_tiny_clip, load_trained
+from helpers import CFG, FAST, assert_state, callable_tower, flags, load_trained, state_of
 from standins import TextEncoder, get_cocoop, get_maple
 
 import fpp_init
 from fpp_init._runtime import frozen
 from fpp_init.algorithm import EmbeddedPrompts, optimize_flat_prompt
-from fpp_init.config import FPPConfig
 from fpp_init.errors import AdapterError, PromptMismatchError
-from fpp_init.towers import CallableTextTower
 
 pytestmark = pytest.mark.slow  # the upstream stand-in models: part of the full suite; skipped by -m 'not slow'
 
 NAMES_A = ["banded", "blotchy", "braided", "bubbly"]
 NAMES_B = ["golden_retriever", "tabby cat", "sea lion"]
-FAST = dict(steps=3, seed=1, cache=False, progress=False)
-CFG = FPPConfig(steps=3, seed=1)
-
-
-def flags(model: torch.nn.Module) -> tuple[list[bool], list[bool]]:
-    return [p.requires_grad for p in model.parameters()], [m.training for m in model.modules()]
 
 
 def embedded(learner: torch.nn.Module) -> EmbeddedPrompts:
@@ -40,14 +32,7 @@ def images(n: int = 3) -> torch.Tensor:
 def cocoop_direct(model: torch.nn.Module, predefined: torch.Tensor) -> torch.Tensor:
     """FPP by hand on the live text encoder and prompt_generator's prompts (no adapter code)."""
     pg, enc = model.prompt_generator, model.text_encoder
-    tower = CallableTextTower(
-        lambda x, t: enc(x, t),
-        width=128,
-        context_length=77,
-        dtype=torch.float32,
-        device=torch.device("cpu"),
-        fingerprint=str,
-    )
+    tower = callable_tower(lambda x, t: enc(x, t), 128)
     with frozen([enc]):
         return optimize_flat_prompt(tower, embedded(pg), predefined, CFG, progress=False).ctx
 
@@ -116,7 +101,7 @@ def test_cocoop_optimizer_twice_remove_and_caller_state(tiny_clip: torch.nn.Modu
     model.train()
     pg = model.prompt_generator
     optimizer = torch.optim.AdamW(pg.parameters(), 5e-3)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    before = state_of(model)
     torch.manual_seed(7)
     rng = torch.get_rng_state()
     found = flags(model)
@@ -125,8 +110,7 @@ def test_cocoop_optimizer_twice_remove_and_caller_state(tiny_clip: torch.nn.Modu
     assert flags(model) == found and torch.equal(torch.get_rng_state(), rng)
     after1 = copy.deepcopy(model.state_dict())
     assert fpp_init.apply(model, **FAST) is h1
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, after1[k]), k
+    assert_state(model, after1)
     assert optimizer.param_groups[0]["params"][0] is pg.ctx
     feats = model.image_encoder(images(2))
     pg(feats, ctx_only=True).square().sum().backward()
@@ -136,8 +120,7 @@ def test_cocoop_optimizer_twice_remove_and_caller_state(tiny_clip: torch.nn.Modu
     h1.remove()
     assert "reset_classnames" not in pg.__dict__ and "_fpp_init_state" not in pg.__dict__
     assert not hasattr(pg, "ctx_init_state")
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, before[k]), k
+    assert_state(model, before)
     assert flags(model) == found and torch.equal(torch.get_rng_state(), rng)
 
 
@@ -148,24 +131,11 @@ def test_cocoop_inside_data_parallel(tiny_clip: torch.nn.Module) -> None:
 
 
 # -- MaPLe / PromptAlign ------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def clip3() -> torch.nn.Module:
-    """Three text layers, so that PROMPT_DEPTH 3 puts deep prompts into layers 1 and 2."""
-    return build_tiny_clip(128, layers=3)
-
-
 def maple_direct(model: torch.nn.Module, predefined: torch.Tensor, deep: list[torch.Tensor] | None = None) -> object:
     """FPP by hand through the MaPLe text encoder with the given deep prompts (default: the model's)."""
     pl, enc = model.prompt_learner, model.text_encoder
     deep = [p.detach().clone() for p in pl.compound_prompts_text] if deep is None else deep
-    tower = CallableTextTower(
-        lambda x, t: enc(x, t, deep),
-        width=128,
-        context_length=77,
-        dtype=torch.float32,
-        device=torch.device("cpu"),
-        fingerprint=str,
-    )
+    tower = callable_tower(lambda x, t: enc(x, t, deep), 128)
     with frozen([enc]):
         return optimize_flat_prompt(tower, embedded(pl), predefined, CFG, progress=False)
 
@@ -241,7 +211,7 @@ def test_maple_twice_remove_caller_state_and_per_dataset(clip3: torch.nn.Module)
     pl = model.prompt_learner
     model.image_encoder.eval()
     model.train()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    before = state_of(model)
     init_state = pl.ctx_init_state
     trained = pl.ctx.detach().clone()
     torch.manual_seed(3)
@@ -252,8 +222,7 @@ def test_maple_twice_remove_caller_state_and_per_dataset(clip3: torch.nn.Module)
     assert h1.model is model
     after1 = copy.deepcopy(model.state_dict()), pl.ctx_init_state.clone()
     assert fpp_init.apply(model, **FAST) is h1
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, after1[0][k]), k
+    assert_state(model, after1[0])
     assert torch.equal(pl.ctx_init_state, after1[1])
     assert flags(model) == found and torch.equal(torch.get_rng_state(), rng)
 
@@ -264,8 +233,7 @@ def test_maple_twice_remove_caller_state_and_per_dataset(clip3: torch.nn.Module)
 
     h1.remove()
     assert "reset_classnames" not in pl.__dict__ and pl.ctx_init_state is init_state
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, before[k]), k
+    assert_state(model, before)
     assert flags(model) == found and torch.equal(torch.get_rng_state(), rng)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from _reference import encode_embeddings
-from helpers import build_tiny_clip, clip_tower, is_fast_tower
+from helpers import build_tiny_clip, callable_tower, clip_tower, is_fast_tower
 from standins import AuxTextEncoder, TextEncoder
 
 from fpp_init import FPPConfig
@@ -207,8 +207,6 @@ def test_fp64_tower_runs_in_fp64_on_every_path(tiny_clip):
     module's own modules agree to fp64 rounding, features and whole trajectories."""
     from helpers import Trace, to_float64
 
-    from fpp_init.towers import CallableTextTower
-
     model = to_float64(tiny_clip)
     _, emb, eot_pos = _embed(model)
     emb = emb.double()
@@ -223,9 +221,7 @@ def test_fp64_tower_runs_in_fp64_on_every_path(tiny_clip):
     def module(x, t):
         return encode_embeddings(model, x, t.argmax(-1))
 
-    slow = CallableTextTower(
-        module, width=128, context_length=77, dtype=torch.float64, device=torch.device("cpu"), fingerprint=str
-    )
+    slow = callable_tower(module, 128, torch.float64)
     prompts, cfg = _prompts(emb, eot_pos), FPPConfig(steps=4, seed=0)
     traces = {}
     for name, t in {"fast": tower, "module": slow}.items():

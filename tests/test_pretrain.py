@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from _reference import encode_embeddings, spec_losses
-from helpers import build_tiny_clip, classnames, clip_tower, save_and_load
+from helpers import build_tiny_clip, classnames, clip_tower, cpu_half_matmul, save_and_load
 
 import fpp_init
 from fpp_init import FPPConfig
@@ -205,15 +205,7 @@ def test_fingerprint_is_dtype_independent_and_weight_sensitive(tiny_clip, tmp_pa
     assert fpp_init.fingerprint_model(other) != fpp_init.fingerprint_model(tiny_clip)
 
 
-def _cpu_half_matmul() -> bool:
-    try:
-        torch.ones(2, 2, dtype=torch.float16) @ torch.ones(2, 2, dtype=torch.float16)
-    except RuntimeError:  # torch < 2.1 has no fp16 matmul on the CPU
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _cpu_half_matmul(), reason="this torch has no fp16 matmul on the CPU")
+@pytest.mark.skipif(not cpu_half_matmul(), reason="this torch has no fp16 matmul on the CPU")
 def test_fp16_weights_keep_fp32_master(tiny_clip):
     import copy
 

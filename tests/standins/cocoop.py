@@ -12,6 +12,7 @@ import torch
 from helpers import n_words, tokenize
 from torch import nn
 
+from ._common import set_class_prompts, word_embeddings
 from .tpt import TextEncoder
 
 
@@ -30,9 +31,7 @@ class CoCoOpPromptLearner(nn.Module):
         if ctx_init:
             ctx_init = ctx_init.replace("_", " ")
             n_ctx = n_words(ctx_init)
-            with torch.no_grad():
-                emb = clip_model.token_embedding(tokenize([ctx_init])).type(self.dtype)
-            ctx_vectors = emb[0, 1 : 1 + n_ctx, :]
+            ctx_vectors = word_embeddings(clip_model, ctx_init, n_ctx, self.dtype)
             prompt_prefix = ctx_init
         else:
             ctx_vectors = torch.randn(n_ctx, self.ctx_dim, generator=torch.Generator().manual_seed(0)) * 0.02
@@ -55,16 +54,8 @@ class CoCoOpPromptLearner(nn.Module):
 
     def _embed(self, classnames: list[str], register: bool = False) -> None:
         names = [n.replace("_", " ") for n in classnames]
-        tokens = tokenize([f"{self.prompt_prefix} {n}." for n in names])
-        with torch.no_grad():
-            emb = self._load().token_embedding(tokens).type(self.dtype)
-        if register:
-            self.register_buffer("token_prefix", emb[:, :1])
-            self.register_buffer("token_suffix", emb[:, 1 + self.n_ctx :])
-        else:
-            self.token_prefix = emb[:, :1]
-            self.token_suffix = emb[:, 1 + self.n_ctx :]
-        self.tokenized_prompts = tokens
+        texts = [f"{self.prompt_prefix} {n}." for n in names]
+        set_class_prompts(self, self._load(), texts, 1, 1 + self.n_ctx, register=register, dtype=self.dtype)
         self.name_lens = [len(tokenize([n])[0].nonzero()) - 2 for n in names]
         self.n_cls = len(names)
 

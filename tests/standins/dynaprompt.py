@@ -7,9 +7,10 @@ import copy
 from typing import Any
 
 import torch
-from helpers import n_words, tokenize
+from helpers import n_words
 from torch import nn
 
+from ._common import embed, set_class_prompts
 from .tpt import ClipTestTimeTuning, PromptLearner
 
 
@@ -28,8 +29,7 @@ class DynaPromptLearner(PromptLearner):
         self._load = lambda: clip_model
         ctx_init = kw.get("ctx_init", "a_photo_of_a").replace("_", " ")
         self.n_ctx0 = n_words(ctx_init)
-        with torch.no_grad():
-            emb = clip_model.token_embedding(tokenize([ctx_init])).type(self.dtype)
+        _, emb = embed(clip_model, [ctx_init], self.dtype)
         self.init_ctx = emb[0, 1 + self.n_ctx0 - n_ctx : 1 + self.n_ctx0, :].clone()
         ctx_vectors = torch.zeros(n_ctx, self.ctx_dim, dtype=self.dtype)
         if num_p > 1:
@@ -44,17 +44,9 @@ class DynaPromptLearner(PromptLearner):
 
     def _embed(self, classnames: list[str], register: bool = False) -> None:
         names = [n.replace("_", " ") for n in classnames]
-        tokens = tokenize([f"{self.prompt_prefix} {n}." for n in names])
-        with torch.no_grad():
-            emb = self._load().token_embedding(tokens).type(self.dtype)
-        start = 1 + self.n_ctx0 - self.n_ctx
-        if register:
-            self.register_buffer("token_prefix", emb[:, :start])
-            self.register_buffer("token_suffix", emb[:, 1 + self.n_ctx0 :])
-        else:
-            self.token_prefix = emb[:, :start]
-            self.token_suffix = emb[:, 1 + self.n_ctx0 :]
-        self.tokenized_prompts = tokens
+        texts = [f"{self.prompt_prefix} {n}." for n in names]
+        start, end = 1 + self.n_ctx0 - self.n_ctx, 1 + self.n_ctx0
+        set_class_prompts(self, self._load(), texts, start, end, register=register, dtype=self.dtype)
         self.n_cls = len(names)
         self.classnames = names
 

@@ -8,8 +8,9 @@ import copy
 from typing import Any
 
 import torch
-from helpers import tokenize
 from torch import nn
+
+from ._common import set_class_prompts, word_embeddings
 
 
 class MaPLeBlock(nn.Module):
@@ -39,9 +40,9 @@ class MaPLeBlock(nn.Module):
 class MaPLeTransformer(nn.Module):
     """PromptAlign's ``clip.model.Transformer`` with ``ResidualAttentionBlock_MaPLe`` blocks in ``resblocks``."""
 
-    def __init__(self, blocks: nn.Module, n_ctx: int) -> None:
+    def __init__(self, blocks: nn.Module, n_ctx: int, block: type[nn.Module] = MaPLeBlock) -> None:
         super().__init__()
-        self.resblocks = nn.Sequential(*[MaPLeBlock(b, n_ctx, i == 0) for i, b in enumerate(blocks)])
+        self.resblocks = nn.Sequential(*[block(b, n_ctx, i == 0) for i, b in enumerate(blocks)])
 
     def forward(self, inputs: list[Any]) -> list[Any]:
         return self.resblocks(inputs)
@@ -50,9 +51,9 @@ class MaPLeTransformer(nn.Module):
 class MaPLeTextEncoder(nn.Module):
     """PromptAlign's ``TextEncoder``: ``forward(prompts, tokenized_prompts, compound_prompts_deeper_text)``."""
 
-    def __init__(self, clip_model: nn.Module, n_ctx: int) -> None:
+    def __init__(self, clip_model: nn.Module, n_ctx: int, transformer: type[nn.Module] = MaPLeTransformer) -> None:
         super().__init__()
-        self.transformer = MaPLeTransformer(clip_model.transformer.resblocks, n_ctx)
+        self.transformer = transformer(clip_model.transformer.resblocks, n_ctx)
         self.positional_embedding = clip_model.positional_embedding
         self.ln_final = clip_model.ln_final
         self.text_projection = clip_model.text_projection
@@ -95,9 +96,7 @@ class MultiModalPromptLearner(nn.Module):
         self._load = lambda: clip_model
         if ctx_init and n_ctx <= 4:
             ctx_init = ctx_init.replace("_", " ")
-            with torch.no_grad():
-                emb = clip_model.token_embedding(tokenize([ctx_init])).type(self.dtype)
-            ctx_vectors = emb[0, 1 : 1 + n_ctx, :]
+            ctx_vectors = word_embeddings(clip_model, ctx_init, n_ctx, self.dtype)
             prompt_prefix = ctx_init
         else:
             ctx_vectors = torch.randn(n_ctx, ctx_dim) * 0.02
@@ -121,16 +120,9 @@ class MultiModalPromptLearner(nn.Module):
 
     def _embed(self, classnames: list[str], register: bool = False) -> None:
         names = [n.replace("_", " ") for n in classnames]
-        tokens = tokenize([f"{self._template} {n}." for n in names])
-        with torch.no_grad():
-            emb = self._load().token_embedding(tokens).type(self.dtype)
-        if register:
-            self.register_buffer("token_prefix", emb[:, :1])  # SOS
-            self.register_buffer("token_suffix", emb[:, 1 + self.n_ctx :])  # rest of the template, CLS, EOS
-        else:
-            self.token_prefix = emb[:, :1]
-            self.token_suffix = emb[:, 1 + self.n_ctx :]
-        self.tokenized_prompts = tokens
+        texts = [f"{self._template} {n}." for n in names]
+        # token_prefix: SOS; token_suffix: the rest of the template, CLS, EOS
+        set_class_prompts(self, self._load(), texts, 1, 1 + self.n_ctx, register=register, dtype=self.dtype)
         self.n_cls = len(names)
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor, nn.ParameterList, list[torch.Tensor]]:

@@ -13,9 +13,10 @@ import copy
 from typing import Any
 
 import torch
-from helpers import n_words, tokenize
+from helpers import n_words
 from torch import nn
 
+from ._common import embed, word_embeddings
 from .tpt import TextEncoder
 
 
@@ -48,14 +49,11 @@ class ProtoTextPromptLearner(nn.Module):
         self.learned_cls = False
         self.prompt_prefix = ctx_init.replace("_", " ")
         self.n_ctx = n_words(self.prompt_prefix)
-        with torch.no_grad():
-            emb = clip_model.token_embedding(tokenize([self.prompt_prefix])).type(self.dtype)
-        ctx_vectors = emb[0, 1 : 1 + self.n_ctx, :]
+        ctx_vectors = word_embeddings(clip_model, self.prompt_prefix, self.n_ctx, self.dtype)
         self.ctx_init_state = ctx_vectors.detach().clone()
         self.ctx = nn.Parameter(ctx_vectors.clone())
-        tokens = tokenize([f"{self.prompt_prefix} {n.replace('_', ' ')}." for n in classnames])
-        with torch.no_grad():
-            class_emb = clip_model.token_embedding(tokens).type(self.dtype)
+        texts = [f"{self.prompt_prefix} {n.replace('_', ' ')}." for n in classnames]
+        tokens, class_emb = embed(clip_model, texts, self.dtype)
         self.class_token_prefix = class_emb[:, :1, :]
         self.class_token_suffix = class_emb[:, 1 + self.n_ctx :, :]
         self.tokenized_class_prompts = tokens

@@ -20,6 +20,7 @@ import torch
 from helpers import load_trained, tokenize
 from torch import nn
 
+from ._common import set_class_prompts, word_embeddings
 from .maple import CustomCLIP
 from .tpt import TextEncoder
 
@@ -83,15 +84,10 @@ class VLPromptLearner(nn.Module):
     def __init__(self, clip_model: nn.Module, classnames: list[str], n_ctx: int = 2, ctx_init: str = "a photo of a"):
         super().__init__()
         self.learned_cls = False
-        with torch.no_grad():
-            emb = clip_model.token_embedding(tokenize([ctx_init]))
-        self.ctx = nn.Parameter(emb[0, 1 : 1 + n_ctx].clone())
-        tokens = tokenize([f"{ctx_init} {n.replace('_', ' ')}." for n in classnames])
-        with torch.no_grad():
-            emb = clip_model.token_embedding(tokens)
-        self.register_buffer("token_prefix", emb[:, :1])
-        self.register_buffer("token_suffix", emb[:, 1 + n_ctx :])
-        self.n_cls, self.n_ctx, self.tokenized_prompts = len(classnames), n_ctx, tokens
+        self.ctx = nn.Parameter(word_embeddings(clip_model, ctx_init, n_ctx).clone())  # no dtype cast
+        texts = [f"{ctx_init} {n.replace('_', ' ')}." for n in classnames]
+        self.n_cls, self.n_ctx = len(classnames), n_ctx
+        set_class_prompts(self, clip_model, texts, 1, 1 + n_ctx, register=True)
 
     def reset(self) -> None:
         self.ctx.copy_(self.ctx_init_state)

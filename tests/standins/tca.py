@@ -14,9 +14,10 @@ import copy
 from typing import Any
 
 import torch
-from helpers import n_words, tokenize
+from helpers import n_words
 from torch import nn
 
+from ._common import set_class_prompts, word_embeddings
 from .tpt import TextEncoder
 
 #: stand-in attribute words (TCA reads them from its JSON files: "red striped", ...)
@@ -45,9 +46,7 @@ class TCAPromptLearner(nn.Module):
         self._load = lambda: clip_model  # upstream re-loads CLIP in reset_classnames
         ctx_init = ctx_init.replace("_", " ")
         self.n_ctx = n_words(ctx_init)
-        with torch.no_grad():
-            emb = clip_model.token_embedding(tokenize([ctx_init])).type(self.dtype)
-        ctx_vectors = emb[0, 1 : 1 + self.n_ctx, :]
+        ctx_vectors = word_embeddings(clip_model, ctx_init, self.n_ctx, self.dtype)
         self.prompt_prefix = ctx_init
         self.ctx_init_state = ctx_vectors.detach().clone()
         self.ctx = nn.Parameter(ctx_vectors.clone())
@@ -65,16 +64,8 @@ class TCAPromptLearner(nn.Module):
 
     def _embed(self, classnames: list[str], register: bool = False) -> None:
         names = [n.replace("_", " ") for n in classnames]
-        tokens = tokenize(self.prompts(names))
-        with torch.no_grad():
-            emb = self._load().token_embedding(tokens).type(self.dtype)
-        if register:
-            self.register_buffer("token_prefix", emb[:, :1])
-            self.register_buffer("token_suffix", emb[:, 1 + self.n_ctx :])
-        else:
-            self.token_prefix = emb[:, :1]
-            self.token_suffix = emb[:, 1 + self.n_ctx :]
-        self.tokenized_prompts = tokens
+        texts = self.prompts(names)
+        set_class_prompts(self, self._load(), texts, 1, 1 + self.n_ctx, register=register, dtype=self.dtype)
         self.n_cls = len(names)
         self.classnames = names
 

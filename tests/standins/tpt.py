@@ -14,8 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from helpers import n_words, tokenize
+from helpers import n_words
 from torch import nn
+
+from ._common import set_class_prompts, word_embeddings
 
 
 class TextEncoder(nn.Module):
@@ -66,9 +68,7 @@ class PromptLearner(nn.Module):
                 ctx_init = ctx_init.replace("[CLS] ", "")
                 ctx_position = "middle"
             n_ctx = n_words(ctx_init)
-            with torch.no_grad():
-                emb = clip_model.token_embedding(tokenize([ctx_init])).type(self.dtype)
-            ctx_vectors = emb[0, 1 : 1 + n_ctx, :]
+            ctx_vectors = word_embeddings(clip_model, ctx_init, n_ctx, self.dtype)
             prompt_prefix = ctx_init
         else:
             ctx_vectors = torch.randn(n_ctx, self.ctx_dim, generator=torch.Generator().manual_seed(0)) * 0.02
@@ -82,17 +82,8 @@ class PromptLearner(nn.Module):
 
     def _embed(self, classnames: list[str], register: bool = False) -> None:
         names = [n.replace("_", " ") for n in classnames]
-        tokens = tokenize([f"{self.prompt_prefix} {n}." for n in names])
-        with torch.no_grad():
-            emb = self._load().token_embedding(tokens).type(self.dtype)
-        start = 1
-        if register:
-            self.register_buffer("token_prefix", emb[:, :start])
-            self.register_buffer("token_suffix", emb[:, start + self.n_ctx :])
-        else:
-            self.token_prefix = emb[:, :start]
-            self.token_suffix = emb[:, start + self.n_ctx :]
-        self.tokenized_prompts = tokens
+        texts = [f"{self.prompt_prefix} {n}." for n in names]
+        set_class_prompts(self, self._load(), texts, 1, 1 + self.n_ctx, register=register, dtype=self.dtype)
         self.n_cls = len(names)
         self.classnames = names
 

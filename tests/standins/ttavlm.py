@@ -21,6 +21,7 @@ from torch import nn
 
 from fpp_init.models.clip import import_clip
 
+from ._common import set_class_prompts
 from .dynaprompt import DynaPromptLearner
 from .tpt import ClipTestTimeTuning, PromptLearner
 
@@ -62,15 +63,10 @@ class TextEncoder30(nn.Module):
 class PromptLearner30(PromptLearner):
     def _embed(self, classnames: list[str], register: bool = False) -> None:
         names = [n.replace("_", " ") for n in classnames]
-        tokens = tokenize30([f"{self.prompt_prefix} {n}." for n in names])
-        with torch.no_grad():
-            emb = self._load().token_embedding(tokens).type(self.dtype)
-        if register:
-            self.register_buffer("token_prefix", emb[:, :1])
-            self.register_buffer("token_suffix", emb[:, 1 + self.n_ctx :])
-        else:
-            self.token_prefix, self.token_suffix = emb[:, :1], emb[:, 1 + self.n_ctx :]
-        self.tokenized_prompts = tokens
+        texts = [f"{self.prompt_prefix} {n}." for n in names]
+        set_class_prompts(
+            self, self._load(), texts, 1, 1 + self.n_ctx, register=register, dtype=self.dtype, tokenizer=tokenize30
+        )
         self.n_cls = len(names)
         self.classnames = names
 
@@ -83,13 +79,10 @@ class DynamicLearner30(DynaPromptLearner):
 
     def _embed(self, classnames: list[str], register: bool = False) -> None:
         names = [n.replace("_", " ") for n in classnames]
-        tokens = tokenize30([f"{self.prompt_prefix} {n}." for n in names])
-        with torch.no_grad():
-            emb = self._load().token_embedding(tokens).type(self.dtype)
-        start = 1 + self.n_ctx0 - self.n_ctx
-        self.register_buffer("token_prefix", emb[:, :start])
-        self.register_buffer("token_suffix", emb[:, 1 + self.n_ctx0 :])
-        self.tokenized_prompts = tokens
+        texts = [f"{self.prompt_prefix} {n}." for n in names]
+        start, end = 1 + self.n_ctx0 - self.n_ctx, 1 + self.n_ctx0
+        # always buffers, whatever ``register`` says
+        set_class_prompts(self, self._load(), texts, start, end, register=True, dtype=self.dtype, tokenizer=tokenize30)
         self.n_cls = len(names)
         self.classnames = names
 

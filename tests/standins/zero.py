@@ -17,22 +17,18 @@ import copy
 from typing import Any
 
 import torch
-from helpers import tokenize
 from torch import nn
 
 from fpp_init.models.clip import import_clip
 
+from ._common import embed, word_embeddings
+from .maple import MaPLeBlock, MaPLeTextEncoder, MaPLeTransformer
 
-class ZeroBlock(nn.Module):
+
+class ZeroBlock(MaPLeBlock):
     """Text side of ZERO's ``ResidualAttentionBlock_MaPLe``: blocks after the first replace rows ``1..n_ctx``
-    by the next deep prompt, rounded with ``.half()`` (maple_clip/model.py l.323)."""
-
-    def __init__(self, block: nn.Module, n_ctx: int, first_layer: bool) -> None:
-        super().__init__()
-        self.attn, self.ln_1, self.mlp, self.ln_2 = block.attn, block.ln_1, block.mlp, block.ln_2
-        self.attn_mask = block.attn_mask
-        self.compound_prompt_nctx = n_ctx
-        self.first_layer = first_layer
+    by the next deep prompt, rounded with ``.half()`` (maple_clip/model.py l.323). The attributes are
+    PromptAlign's (``standins.maple.MaPLeBlock``); only ``forward`` differs."""
 
     def forward(self, inputs: list[Any]) -> list[Any]:
         x, deeper, counter = inputs
@@ -47,33 +43,19 @@ class ZeroBlock(nn.Module):
         return [x, deeper, counter]
 
 
-class ZeroTransformer(nn.Module):
+class ZeroTransformer(MaPLeTransformer):
+    """``standins.maple.MaPLeTransformer`` (the same code) over ``ZeroBlock``s."""
+
     def __init__(self, blocks: nn.Module, n_ctx: int) -> None:
-        super().__init__()
-        self.resblocks = nn.Sequential(*[ZeroBlock(b, n_ctx, i == 0) for i, b in enumerate(blocks)])
-
-    def forward(self, inputs: list[Any]) -> list[Any]:
-        return self.resblocks(inputs)
+        super().__init__(blocks, n_ctx, block=ZeroBlock)
 
 
-class ZeroTextEncoder(nn.Module):
-    """``forward(prompts, tokenized_prompts, compound_prompts_deeper_text)`` -> unnormalised features."""
+class ZeroTextEncoder(MaPLeTextEncoder):
+    """``forward(prompts, tokenized_prompts, compound_prompts_deeper_text)`` -> unnormalised features
+    (``standins.maple.MaPLeTextEncoder``, the same code, over a ``ZeroTransformer``)."""
 
     def __init__(self, clip_model: nn.Module, n_ctx: int) -> None:
-        super().__init__()
-        self.transformer = ZeroTransformer(clip_model.transformer.resblocks, n_ctx)
-        self.positional_embedding = clip_model.positional_embedding
-        self.ln_final = clip_model.ln_final
-        self.text_projection = clip_model.text_projection
-        self.dtype = clip_model.dtype
-
-    def forward(
-        self, prompts: torch.Tensor, tokenized_prompts: torch.Tensor, compound_prompts_deeper_text: Any
-    ) -> torch.Tensor:
-        x = (prompts + self.positional_embedding.type(self.dtype)).permute(1, 0, 2)
-        x = self.transformer([x, compound_prompts_deeper_text, 0])[0].permute(1, 0, 2)
-        x = self.ln_final(x).type(self.dtype)
-        return x[torch.arange(x.shape[0]), tokenized_prompts.argmax(dim=-1)] @ self.text_projection
+        super().__init__(clip_model, n_ctx, transformer=ZeroTransformer)
 
 
 class ZeroPromptLearner(nn.Module):
@@ -87,11 +69,9 @@ class ZeroPromptLearner(nn.Module):
         vis_dim = clip_model.visual.conv1.out_channels
         self.compound_prompts_depth = prompt_depth
         ctx_init = ctx_init.replace("_", " ")
-        with torch.no_grad():
-            embedding = clip_model.token_embedding(tokenize([ctx_init])).type(dtype)
         self.prompt_prefix = ctx_init
         self.proj = nn.Linear(ctx_dim, vis_dim).to(dtype)
-        self.ctx = nn.Parameter(embedding[0, 1 : 1 + n_ctx, :].clone())
+        self.ctx = nn.Parameter(word_embeddings(clip_model, ctx_init, n_ctx, dtype).clone())
         self.compound_prompts_text = nn.ParameterList(
             [nn.Parameter(torch.randn(n_ctx, ctx_dim) * 0.02) for _ in range(prompt_depth - 1)]
         )
@@ -132,9 +112,8 @@ class ZeroCustomCLIP(nn.Module):
 
     def reset_classnames(self, classnames: list[str], *args: Any) -> None:
         classnames = [name.replace("_", " ") for name in classnames]
-        tokenized_prompts = tokenize([f"{self.prompt_learner.prompt_prefix} {name}." for name in classnames])
-        with torch.no_grad():
-            embedding = self.token_embedding(tokenized_prompts).type(self.dtype)
+        texts = [f"{self.prompt_learner.prompt_prefix} {name}." for name in classnames]
+        tokenized_prompts, embedding = embed(self, texts, self.dtype)  # self.token_embedding
         self.prompt_learner.register_buffer("token_prefix", embedding[:, :1, :])  # SOS
         self.prompt_learner.register_buffer("token_suffix", embedding[:, 1 + self.n_ctx :, :])  # "of a" CLS, EOS
         self.prompt_learner.n_cls = len(classnames)
